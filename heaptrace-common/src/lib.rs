@@ -1,0 +1,172 @@
+//! Wire types shared by heaptrace's kernel programs and its userspace collector.
+//!
+//! Everything here is `#[repr(C)]` with explicit padding and a compile-time
+//! size check, because the same bytes are written by BPF code and read back by
+//! userspace. Change a layout here and both sides change together.
+//!
+//! Flags are `u32`, never `bool`: a `bool` with any bit pattern other than 0/1
+//! is undefined behaviour in Rust, and the kernel side cannot promise that.
+#![no_std]
+
+/// Kinds of record that travel through the ring buffer. Userspace counts
+/// unknown kinds instead of failing on them.
+pub mod kind {
+    /// A successful memory-mapping syscall: [`super::MemEvent`].
+    pub const MEM: u32 = 1;
+    /// The last thread of a traced process exited: [`super::ExitEvent`].
+    pub const EXIT: u32 = 2;
+    /// The kernel's OOM killer chose a traced process: [`super::OomEvent`].
+    pub const OOM: u32 = 3;
+}
+
+/// Architecture-neutral names for the memory syscalls heaptrace follows.
+/// The kernel programs map the architecture's syscall numbers to these, so
+/// userspace never needs a syscall table.
+pub mod mem_op {
+    pub const MMAP: u32 = 1;
+    pub const MUNMAP: u32 = 2;
+    pub const MREMAP: u32 = 3;
+    pub const BRK: u32 = 4;
+    pub const MPROTECT: u32 = 5;
+    /// One past the largest op: the length of per-op counter arrays.
+    pub const COUNT: usize = 6;
+}
+
+/// Size of the ring buffer shared by all kernel programs (bytes; a power of
+/// two and a multiple of the page size). At the worst rate measured here, an
+/// mmap storm at ~300k syscalls/s, this holds well over 100 ms of events.
+pub const RING_BUFFER_BYTES: u32 = 16 << 20;
+
+/// Submit with a wakeup only when this much data waits in the ring buffer.
+/// Below it, events are submitted with `BPF_RB_NO_WAKEUP` and the collector
+/// drains on its own timer. This keeps wakeups (and their cost) out of the
+/// traced process's syscalls.
+pub const RING_WAKEUP_BYTES: u64 = 1 << 20;
+
+/// Capacity of the traced-process map.
+pub const MAX_TRACED_PROCESSES: u32 = 16_384;
+
+/// Capacity of the per-thread scratch map used by the classic-tracepoint
+/// fallback to pair a syscall's entry (arguments) with its exit (result).
+pub const MAX_PENDING_SYSCALLS: u32 = 16_384;
+
+/// Fixed header of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// One of [`kind`].
+    pub kind: u32,
+    /// Process id (the kernel's tgid).
+    pub pid: u32,
+    /// Thread id (the kernel's pid).
+    pub tid: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC, nanoseconds.
+    pub ts_ns: u64,
+    /// Id of the task's cgroup in the v2 hierarchy (inode of its directory).
+    pub cgroup_id: u64,
+}
+
+/// A successful memory syscall of a traced process.
+///
+/// `args` are the syscall's first five arguments as the caller passed them
+/// (meaning depends on `op`), `ret` its return value. Only successful calls
+/// are emitted; failed ones are only counted.
+/// - mmap: addr hint, len, prot, flags, fd; ret = mapped address
+/// - munmap: addr, len
+/// - mremap: old_addr, old_len, new_len, flags, new_addr; ret = new address
+/// - brk: requested break; ret = the break after the call
+/// - mprotect: addr, len, prot
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemEvent {
+    pub header: EventHeader,
+    /// One of [`mem_op`].
+    pub op: u32,
+    pub _pad: u32,
+    pub args: [u64; 5],
+    pub ret: u64,
+}
+
+/// The whole thread group of a traced process has exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+}
+
+/// The OOM killer marked a traced process as its victim. Sizes are in kB, as
+/// the `oom:mark_victim` tracepoint's fields carry them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OomEvent {
+    pub header: EventHeader,
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+}
+
+/// Per-process counters, kept in the kernel as the value of the traced-set
+/// map. They are updated for every memory syscall, so they stay exact even
+/// when the ring buffer overflows and events are dropped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcCounters {
+    /// Successful calls, indexed by [`mem_op`] (index 0 unused).
+    pub calls: [u64; mem_op::COUNT],
+    /// Calls that returned an error.
+    pub failed_calls: u64,
+    /// Sum of `len` over successful mmaps.
+    pub mmap_bytes: u64,
+    /// Sum of `len` over successful munmaps.
+    pub munmap_bytes: u64,
+}
+
+/// Arguments saved at syscall entry by the classic-tracepoint fallback.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingSyscall {
+    pub op: u32,
+    pub _pad: u32,
+    pub args: [u64; 5],
+}
+
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 32);
+const _: () = assert!(core::mem::size_of::<MemEvent>() == 88);
+const _: () = assert!(core::mem::size_of::<ExitEvent>() == 32);
+const _: () = assert!(core::mem::size_of::<OomEvent>() == 64);
+const _: () = assert!(core::mem::size_of::<ProcCounters>() == 72);
+const _: () = assert!(core::mem::size_of::<PendingSyscall>() == 48);
+
+/// x86_64 syscall numbers of the calls heaptrace follows.
+pub mod syscall_x86_64 {
+    pub const MMAP: u64 = 9;
+    pub const MPROTECT: u64 = 10;
+    pub const MUNMAP: u64 = 11;
+    pub const BRK: u64 = 12;
+    pub const MREMAP: u64 = 25;
+}
+
+/// Maps an x86_64 syscall number to a [`mem_op`], or 0 if not followed.
+#[inline(always)]
+pub const fn mem_op_for_x86_64_syscall(nr: u64) -> u32 {
+    match nr {
+        syscall_x86_64::MMAP => mem_op::MMAP,
+        syscall_x86_64::MUNMAP => mem_op::MUNMAP,
+        syscall_x86_64::MREMAP => mem_op::MREMAP,
+        syscall_x86_64::BRK => mem_op::BRK,
+        syscall_x86_64::MPROTECT => mem_op::MPROTECT,
+        _ => 0,
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: every type below is #[repr(C)], Copy, made only of integers and
+    // arrays of integers, with all padding made explicit, so any bit pattern
+    // is a valid value and there are no uninitialised bytes.
+    unsafe impl aya::Pod for super::ProcCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PendingSyscall {}
+}

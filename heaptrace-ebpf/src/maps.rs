@@ -1,0 +1,77 @@
+//! Every map the kernel programs share, and the small helpers around them.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use heaptrace_common::{
+    MAX_PENDING_SYSCALLS, MAX_TRACED_PROCESSES, PendingSyscall, ProcCounters, RING_BUFFER_BYTES,
+    RING_WAKEUP_BYTES,
+};
+
+/// The traced set: tgid → that process's counters. Userspace inserts and
+/// removes entries; the programs only look up and update. One lookup both
+/// filters and finds the counters.
+#[map]
+pub static TRACED: HashMap<u32, ProcCounters> =
+    HashMap::with_max_entries(MAX_TRACED_PROCESSES, 0);
+
+/// The one ring buffer for streamed events.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BUFFER_BYTES, 0);
+
+/// Ring-buffer reserves that failed (buffer full), per CPU. Index 0 only.
+#[map]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Classic-tracepoint fallback only: syscall arguments saved at entry,
+/// keyed by thread id, consumed at exit.
+#[map]
+pub static PENDING: HashMap<u32, PendingSyscall> =
+    HashMap::with_max_entries(MAX_PENDING_SYSCALLS, 0);
+
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// Flags for submitting a frequent event: no wakeup unless the buffer is
+/// filling up. The collector drains on a timer, so a wakeup inside the traced
+/// process's syscall (or, later, inside a GC pause) is wasted work there.
+#[inline(always)]
+pub fn quiet_submit_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= RING_WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
+/// Counts one event lost to a full ring buffer.
+#[inline(always)]
+pub fn count_drop() {
+    if let Some(slot) = DROPS.get_ptr_mut(0) {
+        // SAFETY: the pointer comes from a successful map lookup, is aligned
+        // for u64 and stays valid for this program run. The add is atomic
+        // because a program running with only migration disabled can be
+        // preempted by another run of itself on the same CPU.
+        unsafe { atomic_add(slot, 1) };
+    }
+}
+
+/// Atomically adds `value` to the u64 behind `ptr` (a map value).
+///
+/// `AtomicU64::fetch_add` does not exist for the BPF target (it declares no
+/// compare-and-swap), but the BPF instruction set has a native atomic add,
+/// which LLVM emits for this intrinsic.
+///
+/// # Safety
+/// `ptr` must be a valid, aligned pointer into a map value for the whole call.
+#[inline(always)]
+pub unsafe fn atomic_add(ptr: *mut u64, value: u64) {
+    // SAFETY: the caller guarantees `ptr` is valid and aligned.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            ptr, value,
+        )
+    };
+}

@@ -1,0 +1,126 @@
+//! Everything the core learns, as plain data.
+//!
+//! Live tracing turns ring-buffer records, map reads and `/proc` reads into
+//! these values; a recording is a sequence of them, and replaying it into a
+//! [`super::Model`] reproduces the same output. So they are serde types with
+//! no reference to aya, tokio or the file system.
+
+use serde::{Deserialize, Serialize};
+
+/// One input to the model, in the order it happened.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "input", rename_all = "snake_case")]
+pub enum Input {
+    /// A process was added to the traced set.
+    Attach(ProcessInfo),
+    /// A kernel event from the ring buffer.
+    Event(Event),
+    /// Periodic readings of one process.
+    Sample(Sample),
+    /// The kernel's running total of events lost to a full ring buffer, plus
+    /// records userspace could not decode.
+    Drops { ts_ns: u64, kernel: u64, undecodable: u64 },
+}
+
+/// A traced process as found at attach time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub comm: String,
+    pub ts_ns: u64,
+    /// Start of the brk heap (`start_brk`).
+    pub start_brk: u64,
+    /// The program break at attach (end of `[heap]`, or `start_brk`).
+    pub brk: u64,
+    /// mmap-managed mappings at attach (from `/proc/PID/maps`), without
+    /// `[heap]`, `[stack]`, `[vdso]`, `[vvar]` and `[vsyscall]`.
+    pub mappings: Vec<Mapping>,
+    pub status: ProcStatus,
+}
+
+/// One mapping, as listed in `/proc/PID/maps`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    /// `PROT_*` bits.
+    pub prot: u32,
+    pub shared: bool,
+    /// Backed by a file (has an inode).
+    pub file: bool,
+}
+
+/// Memory figures the kernel keeps per process (`/proc/PID/status`), bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcStatus {
+    pub vm_size: u64,
+    pub rss_anon: u64,
+    pub rss_file: u64,
+    pub rss_shmem: u64,
+}
+
+impl ProcStatus {
+    pub fn rss(&self) -> u64 {
+        self.rss_anon + self.rss_file + self.rss_shmem
+    }
+}
+
+/// Per-process readings taken at each interval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub pid: u32,
+    pub ts_ns: u64,
+    /// None once the process is gone (or a zombie without memory).
+    pub status: Option<ProcStatus>,
+    /// The kernel's call counters for this process.
+    pub calls: CallCounts,
+}
+
+/// Call counters kept in the kernel (exact even when events are dropped).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallCounts {
+    pub mmap: u64,
+    pub munmap: u64,
+    pub mremap: u64,
+    pub brk: u64,
+    pub mprotect: u64,
+    pub failed: u64,
+}
+
+/// A decoded kernel event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub pid: u32,
+    pub tid: u32,
+    pub ts_ns: u64,
+    pub cgroup_id: u64,
+    pub kind: EventKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    Mem(MemOp),
+    /// The process's last thread exited.
+    Exit,
+    /// The OOM killer chose this process.
+    OomVictim { anon_rss: u64, file_rss: u64, shmem_rss: u64, total_vm: u64 },
+}
+
+/// A successful memory syscall, with the values the kernel acted on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum MemOp {
+    Mmap { addr: u64, len: u64, prot: u32, flags: u32, fd: i32 },
+    Munmap { addr: u64, len: u64 },
+    Mremap { old_addr: u64, old_len: u64, new_addr: u64, new_len: u64, flags: u32 },
+    Brk { brk: u64 },
+    Mprotect { addr: u64, len: u64, prot: u32 },
+}
+
+/// `MAP_*` and `MREMAP_*` flag bits the core interprets.
+pub mod map_flags {
+    pub const SHARED: u32 = 0x01;
+    pub const ANONYMOUS: u32 = 0x20;
+    pub const MREMAP_DONTUNMAP: u32 = 0x04;
+}

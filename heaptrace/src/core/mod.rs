@@ -1,0 +1,17 @@
+//! The pure aggregation core: decoded kernel events, samples and attach-time
+//! facts go in ([`Input`]); snapshots, findings and summaries come out
+//! ([`Record`]). No aya, no tokio, no `/proc`: live tracing, the replay of a
+//! recording and the agent all drive the same [`Model`].
+
+pub mod address_space;
+pub mod input;
+pub mod model;
+pub mod process;
+pub mod record;
+
+pub use input::{CallCounts, Event, EventKind, Input, Mapping, MemOp, ProcStatus, ProcessInfo, Sample};
+pub use model::{Model, ModelConfig};
+pub use record::Record;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,369 @@
+//! The aggregation model: inputs in, records out. No I/O.
+
+use std::collections::BTreeMap;
+
+use super::{
+    input::{Event, EventKind, Input, MemOp, Sample},
+    process::{ProcessState, chunk_classes, delta},
+    record::{
+        ChunkClassGrowth, Dropped, Exit, LargeMapping, LiveMapping, Oom, ProcessSummary, Record,
+        Snapshot, Summary,
+    },
+};
+use crate::units::{fmt_bytes, fmt_delta, fmt_size_class};
+
+/// How many of the largest live mappings a summary lists.
+const LARGEST_MAPPINGS: usize = 5;
+
+#[derive(Clone, Debug)]
+pub struct ModelConfig {
+    pub page_size: u64,
+    /// mmap/mremap/munmap at or above this size become `mapping` records.
+    pub large_threshold: u64,
+    /// Unix time minus CLOCK_MONOTONIC, in ns: turns kernel timestamps into
+    /// wall-clock times for output.
+    pub wall_offset_ns: i64,
+    /// Description of the memory-syscall hook in use, for the summary.
+    pub mem_hook: String,
+}
+
+pub struct Model {
+    cfg: ModelConfig,
+    processes: BTreeMap<u32, ProcessState>,
+    start_ns: Option<u64>,
+    now_ns: u64,
+    kernel_drops: u64,
+    undecodable: u64,
+}
+
+impl Model {
+    pub fn new(cfg: ModelConfig) -> Self {
+        Self {
+            cfg,
+            processes: BTreeMap::new(),
+            start_ns: None,
+            now_ns: 0,
+            kernel_drops: 0,
+            undecodable: 0,
+        }
+    }
+
+    /// Applies one input; any records it causes are appended to `out`.
+    pub fn apply(&mut self, input: Input, out: &mut Vec<Record>) {
+        match input {
+            Input::Attach(info) => {
+                self.observe_time(info.ts_ns);
+                let state = ProcessState::new(info, self.cfg.page_size);
+                self.processes.insert(state.pid, state);
+            }
+            Input::Event(event) => self.apply_event(event, out),
+            Input::Sample(sample) => self.apply_sample(sample),
+            Input::Drops { ts_ns, kernel, undecodable } => {
+                self.observe_time(ts_ns);
+                let ts = self.wall(ts_ns);
+                let total = kernel + undecodable;
+                for (new, old, reason) in [
+                    (kernel, self.kernel_drops, "ring_buffer_full"),
+                    (undecodable, self.undecodable, "undecodable"),
+                ] {
+                    if new > old {
+                        out.push(Record::Dropped(Dropped { ts, count: new - old, total, reason }));
+                    }
+                }
+                self.kernel_drops = self.kernel_drops.max(kernel);
+                self.undecodable = self.undecodable.max(undecodable);
+            }
+        }
+    }
+
+    fn apply_event(&mut self, event: Event, out: &mut Vec<Record>) {
+        self.observe_time(event.ts_ns);
+        let ts = self.wall(event.ts_ns);
+        let threshold = self.cfg.large_threshold;
+        let Some(p) = self.processes.get_mut(&event.pid) else {
+            // Events of a process not (or no longer) attached: ignored. The
+            // kernel filter makes this rare (a race with detach).
+            return;
+        };
+        if event.cgroup_id != 0 {
+            p.cgroup_id = event.cgroup_id;
+        }
+        match event.kind {
+            EventKind::Mem(op) => {
+                if let Some(large) = large_mapping(&op, threshold) {
+                    p.large_mappings += 1;
+                    out.push(Record::Mapping(LargeMapping { ts, pid: event.pid, tid: event.tid, ..large }));
+                }
+                p.apply(&op);
+            }
+            EventKind::Exit => {
+                if p.exited_ns.is_none() {
+                    p.exited_ns = Some(event.ts_ns);
+                    out.push(Record::Exit(Exit {
+                        ts,
+                        pid: p.pid,
+                        comm: p.comm.clone(),
+                        oom_killed: p.oom_killed,
+                        traced_s: p.seconds_traced(event.ts_ns),
+                    }));
+                }
+            }
+            EventKind::OomVictim { anon_rss, file_rss, shmem_rss, total_vm } => {
+                p.oom_killed = true;
+                out.push(Record::Oom(Oom {
+                    ts,
+                    pid: p.pid,
+                    comm: p.comm.clone(),
+                    anon_rss_bytes: anon_rss,
+                    file_rss_bytes: file_rss,
+                    shmem_rss_bytes: shmem_rss,
+                    vm_bytes: total_vm,
+                }));
+            }
+        }
+    }
+
+    fn apply_sample(&mut self, sample: Sample) {
+        self.observe_time(sample.ts_ns);
+        let Some(p) = self.processes.get_mut(&sample.pid) else { return };
+        p.calls = sample.calls;
+        if let Some(status) = sample.status {
+            p.status = status;
+            p.last_sample_ns = sample.ts_ns;
+        }
+    }
+
+    fn observe_time(&mut self, ts_ns: u64) {
+        self.start_ns.get_or_insert(ts_ns);
+        self.now_ns = self.now_ns.max(ts_ns);
+    }
+
+    fn wall(&self, ts_ns: u64) -> f64 {
+        (ts_ns as i64 + self.cfg.wall_offset_ns) as f64 / 1e9
+    }
+
+    /// Pids still being traced (attached and not exited).
+    pub fn live_pids(&self) -> Vec<u32> {
+        self.processes.values().filter(|p| p.exited_ns.is_none()).map(|p| p.pid).collect()
+    }
+
+    pub fn has_exited(&self, pid: u32) -> bool {
+        self.processes.get(&pid).is_some_and(|p| p.exited_ns.is_some())
+    }
+
+    /// One snapshot per live process, as of `now_ns`.
+    pub fn snapshots(&mut self, now_ns: u64, out: &mut Vec<Record>) {
+        self.observe_time(now_ns);
+        let ts = self.wall(now_ns);
+        for p in self.processes.values().filter(|p| p.exited_ns.is_none()) {
+            let t = p.space.totals();
+            let base = &p.baseline;
+            out.push(Record::Snapshot(Snapshot {
+                ts,
+                pid: p.pid,
+                comm: p.comm.clone(),
+                rss_bytes: p.status.rss(),
+                rss_anon_bytes: p.status.rss_anon,
+                rss_file_bytes: p.status.rss_file,
+                rss_shmem_bytes: p.status.rss_shmem,
+                vm_bytes: p.status.vm_size,
+                mapped_bytes: t.mapped,
+                mapped_anon_bytes: t.mapped_anon(),
+                mapped_file_bytes: t.mapped_file,
+                committed_bytes: t.committed,
+                brk_bytes: p.brk_bytes(),
+                mmap_calls: p.calls.mmap,
+                munmap_calls: p.calls.munmap,
+                mremap_calls: p.calls.mremap,
+                mprotect_calls: p.calls.mprotect,
+                brk_calls: p.calls.brk,
+                failed_calls: p.calls.failed,
+                rss_growth_bytes: p.rss_growth(),
+                rss_growth_bytes_per_s: p.rss_growth_per_s(),
+                mapped_growth_bytes: delta(t.mapped, base.totals.mapped),
+                committed_growth_bytes: delta(t.committed, base.totals.committed),
+                brk_growth_bytes: delta(p.brk_bytes(), base.brk_bytes),
+                cgroup_id: p.cgroup_id,
+            }));
+        }
+    }
+
+    /// The final record: every process ever traced, with its growth
+    /// attributed and one sentence of findings.
+    pub fn summary(&self, now_ns: u64) -> Record {
+        let now_ns = now_ns.max(self.now_ns);
+        let processes = self.processes.values().map(|p| process_summary(p, now_ns)).collect();
+        Record::Summary(Summary {
+            ts: self.wall(now_ns),
+            duration_s: now_ns.saturating_sub(self.start_ns.unwrap_or(now_ns)) as f64 / 1e9,
+            mem_hook: self.cfg.mem_hook.clone(),
+            dropped_events: self.kernel_drops + self.undecodable,
+            processes,
+        })
+    }
+}
+
+fn large_mapping(op: &MemOp, threshold: u64) -> Option<LargeMapping> {
+    use super::input::map_flags;
+    let (op_name, addr, len, prot, flags) = match *op {
+        MemOp::Mmap { addr, len, prot, flags, .. } => ("mmap", addr, len, Some(prot), flags),
+        MemOp::Munmap { addr, len } => ("munmap", addr, len, None, 0),
+        MemOp::Mremap { new_addr, new_len, flags, .. } => ("mremap", new_addr, new_len, None, flags),
+        MemOp::Brk { .. } | MemOp::Mprotect { .. } => return None,
+    };
+    if len < threshold {
+        return None;
+    }
+    let is_mmap = matches!(op, MemOp::Mmap { .. });
+    Some(LargeMapping {
+        ts: 0.0,
+        pid: 0,
+        tid: 0,
+        op: op_name,
+        addr,
+        len,
+        prot: prot.map_or_else(String::new, |p| prot_string(p, flags & map_flags::SHARED != 0)),
+        flags,
+        backing: if !is_mmap {
+            ""
+        } else if flags & map_flags::ANONYMOUS != 0 {
+            "anon"
+        } else {
+            "file"
+        },
+    })
+}
+
+/// `rw-p` as in /proc/PID/maps.
+pub fn prot_string(prot: u32, shared: bool) -> String {
+    use super::address_space::prot as p;
+    let bit = |b, c| if prot & b != 0 { c } else { '-' };
+    [bit(p::READ, 'r'), bit(p::WRITE, 'w'), bit(p::EXEC, 'x'), if shared { 's' } else { 'p' }]
+        .iter()
+        .collect()
+}
+
+fn process_summary(p: &ProcessState, now_ns: u64) -> ProcessSummary {
+    let t = p.space.totals();
+    let base = &p.baseline;
+    let chunks = p.space.chunks();
+    let now_classes = chunk_classes(&chunks);
+    let mut growth_by_chunk_size: Vec<ChunkClassGrowth> = base
+        .chunk_classes
+        .keys()
+        .chain(now_classes.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|&class| {
+            let now = now_classes.get(&class).copied().unwrap_or_default();
+            let then = base.chunk_classes.get(&class).copied().unwrap_or_default();
+            ChunkClassGrowth {
+                chunk_size_bytes: class,
+                chunks_delta: delta(now.chunks, then.chunks),
+                committed_delta_bytes: delta(now.committed, then.committed),
+            }
+        })
+        .filter(|g| g.chunks_delta != 0 || g.committed_delta_bytes != 0)
+        .collect();
+    growth_by_chunk_size.sort_by_key(|g| std::cmp::Reverse(g.committed_delta_bytes.abs()));
+
+    let mut s = ProcessSummary {
+        pid: p.pid,
+        comm: p.comm.clone(),
+        traced_s: p.seconds_traced(now_ns),
+        exited: p.exited_ns.is_some(),
+        oom_killed: p.oom_killed,
+        rss_start_bytes: base.status.rss(),
+        rss_end_bytes: p.status.rss(),
+        rss_growth_bytes: p.rss_growth(),
+        rss_growth_bytes_per_s: p.rss_growth_per_s(),
+        rss_anon_growth_bytes: delta(p.status.rss_anon, base.status.rss_anon),
+        rss_file_growth_bytes: delta(p.status.rss_file, base.status.rss_file),
+        rss_shmem_growth_bytes: delta(p.status.rss_shmem, base.status.rss_shmem),
+        mapped_growth_bytes: delta(t.mapped, base.totals.mapped),
+        mapped_anon_growth_bytes: delta(t.mapped_anon(), base.totals.mapped_anon()),
+        mapped_file_growth_bytes: delta(t.mapped_file, base.totals.mapped_file),
+        committed_growth_bytes: delta(t.committed, base.totals.committed),
+        brk_growth_bytes: delta(p.brk_bytes(), base.brk_bytes),
+        mapped_bytes: t.mapped,
+        committed_bytes: t.committed,
+        brk_bytes: p.brk_bytes(),
+        mmap_calls: p.calls.mmap,
+        munmap_calls: p.calls.munmap,
+        mremap_calls: p.calls.mremap,
+        mprotect_calls: p.calls.mprotect,
+        brk_calls: p.calls.brk,
+        large_mappings: p.large_mappings,
+        growth_by_chunk_size,
+        largest_mappings: chunks
+            .iter()
+            .take(LARGEST_MAPPINGS)
+            .map(|c| LiveMapping {
+                addr: c.start,
+                len: c.len,
+                committed_bytes: c.committed,
+                backing: if c.file { "file" } else { "anon" },
+                shared: c.shared,
+            })
+            .collect(),
+        finding: String::new(),
+    };
+    s.finding = finding(&s, delta(t.committed_anon, base.totals.committed_anon));
+    s
+}
+
+/// One sentence: how much RSS moved, and where it went.
+fn finding(s: &ProcessSummary, committed_anon_growth: i64) -> String {
+    let rss = s.rss_growth_bytes;
+    let noise = (1 << 20).max(s.rss_start_bytes as i64 / 100);
+    let mut text = if rss.abs() < noise {
+        format!("RSS steady at {} ({} over {:.0} s).", fmt_bytes(s.rss_end_bytes as f64), fmt_delta(rss), s.traced_s)
+    } else {
+        format!(
+            "RSS {} {} in {:.0} s ({}/s): anon {}, file {}, shmem {}.",
+            if rss > 0 { "grew" } else { "shrank" },
+            fmt_bytes(rss.unsigned_abs() as f64),
+            s.traced_s,
+            fmt_delta(s.rss_growth_bytes_per_s as i64),
+            fmt_delta(s.rss_anon_growth_bytes),
+            fmt_delta(s.rss_file_growth_bytes),
+            fmt_delta(s.rss_shmem_growth_bytes),
+        )
+    };
+
+    let mut parts = Vec::new();
+    if committed_anon_growth.abs() >= noise {
+        let mut part = format!("committed anonymous mmap memory {}", fmt_delta(committed_anon_growth));
+        if let Some(top) = s.growth_by_chunk_size.first().filter(|g| g.committed_delta_bytes.signum() == committed_anon_growth.signum()) {
+            part += &format!(
+                ", mostly in {} chunks ({} {})",
+                fmt_size_class(top.chunk_size_bytes),
+                if top.chunks_delta >= 0 { "+" } else { "" }.to_owned() + &top.chunks_delta.to_string(),
+                if top.chunks_delta.abs() == 1 { "chunk" } else { "chunks" },
+            );
+        }
+        parts.push((committed_anon_growth.abs(), part));
+    }
+    if s.mapped_file_growth_bytes.abs() >= noise {
+        parts.push((s.mapped_file_growth_bytes.abs(), format!("file mappings {}", fmt_delta(s.mapped_file_growth_bytes))));
+    }
+    if s.brk_growth_bytes.abs() >= noise {
+        parts.push((s.brk_growth_bytes.abs(), format!("brk heap {}", fmt_delta(s.brk_growth_bytes))));
+    }
+    parts.sort_by_key(|(size, _)| std::cmp::Reverse(*size));
+    if !parts.is_empty() {
+        let joined: Vec<String> = parts.into_iter().map(|(_, p)| p).collect();
+        let mut sentence = joined.join("; ");
+        if let Some(first) = sentence.get_mut(0..1) {
+            first.make_ascii_uppercase();
+        }
+        text += &format!(" {sentence}.");
+    } else if rss >= noise {
+        text += " No matching growth in mappings: pages were touched in memory that was already mapped \
+                 (a heap filling space it had reserved).";
+    }
+    if s.oom_killed {
+        text += " The kernel OOM killer ended it.";
+    }
+    text
+}

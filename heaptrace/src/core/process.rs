@@ -1,0 +1,135 @@
+//! State of one traced process.
+
+use std::collections::BTreeMap;
+
+use super::{
+    address_space::{AddressSpace, Chunk, Region, Totals},
+    input::{CallCounts, MemOp, ProcStatus, ProcessInfo, map_flags},
+};
+
+pub struct ProcessState {
+    pub pid: u32,
+    pub comm: String,
+    pub attached_ns: u64,
+    pub space: AddressSpace,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub page_size: u64,
+    /// At attach, for growth figures.
+    pub baseline: Baseline,
+    /// Latest readings.
+    pub status: ProcStatus,
+    pub calls: CallCounts,
+    pub last_sample_ns: u64,
+    pub cgroup_id: u64,
+    pub large_mappings: u64,
+    pub exited_ns: Option<u64>,
+    pub oom_killed: bool,
+}
+
+pub struct Baseline {
+    pub status: ProcStatus,
+    pub totals: Totals,
+    pub brk_bytes: u64,
+    pub chunk_classes: BTreeMap<u64, ClassTotals>,
+}
+
+/// Chunks of one power-of-two size class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassTotals {
+    pub chunks: u64,
+    pub committed: u64,
+}
+
+impl ProcessState {
+    pub fn new(info: ProcessInfo, page_size: u64) -> Self {
+        let mut space = AddressSpace::new(page_size);
+        for m in &info.mappings {
+            let region = Region { prot: m.prot, file: m.file, shared: m.shared, origin: m.start };
+            space.map(m.start, m.end - m.start, region);
+        }
+        let mut state = Self {
+            pid: info.pid,
+            comm: info.comm,
+            attached_ns: info.ts_ns,
+            start_brk: info.start_brk,
+            brk: info.brk,
+            page_size,
+            baseline: Baseline {
+                status: info.status,
+                totals: space.totals(),
+                brk_bytes: 0,
+                chunk_classes: chunk_classes(&space.chunks()),
+            },
+            space,
+            status: info.status,
+            calls: CallCounts::default(),
+            last_sample_ns: info.ts_ns,
+            cgroup_id: 0,
+            large_mappings: 0,
+            exited_ns: None,
+            oom_killed: false,
+        };
+        state.baseline.brk_bytes = state.brk_bytes();
+        state
+    }
+
+    /// Size of the brk heap as the kernel maps it (whole pages).
+    pub fn brk_bytes(&self) -> u64 {
+        let end = self.brk.checked_next_multiple_of(self.page_size).unwrap_or(self.brk);
+        end.saturating_sub(self.start_brk)
+    }
+
+    pub fn apply(&mut self, op: &MemOp) {
+        match *op {
+            MemOp::Mmap { addr, len, prot, flags, fd: _ } => {
+                let region = Region {
+                    prot,
+                    file: flags & map_flags::ANONYMOUS == 0,
+                    shared: flags & map_flags::SHARED != 0,
+                    origin: addr,
+                };
+                self.space.map(addr, len, region);
+            }
+            MemOp::Munmap { addr, len } => self.space.unmap(addr, len),
+            MemOp::Mremap { old_addr, old_len, new_addr, new_len, flags } => {
+                let keep_old = flags & map_flags::MREMAP_DONTUNMAP != 0;
+                self.space.remap(old_addr, old_len, new_addr, new_len, keep_old);
+            }
+            MemOp::Brk { brk } => self.brk = brk,
+            MemOp::Mprotect { addr, len, prot } => self.space.protect(addr, len, prot),
+        }
+    }
+
+    pub fn seconds_traced(&self, now_ns: u64) -> f64 {
+        let end = self.exited_ns.unwrap_or(now_ns).max(self.last_sample_ns.min(now_ns));
+        end.saturating_sub(self.attached_ns) as f64 / 1e9
+    }
+
+    pub fn rss_growth(&self) -> i64 {
+        self.status.rss() as i64 - self.baseline.status.rss() as i64
+    }
+
+    /// RSS growth per second, over the span between attach and the last
+    /// sample (the span the growth was measured over).
+    pub fn rss_growth_per_s(&self) -> f64 {
+        let span = self.last_sample_ns.saturating_sub(self.attached_ns) as f64 / 1e9;
+        if span > 0.0 { self.rss_growth() as f64 / span } else { 0.0 }
+    }
+}
+
+/// Live chunks per power-of-two size class.
+pub fn chunk_classes(chunks: &[Chunk]) -> BTreeMap<u64, ClassTotals> {
+    let mut classes: BTreeMap<u64, ClassTotals> = BTreeMap::new();
+    for c in chunks {
+        let class = 1u64 << (63 - c.len.max(1).leading_zeros());
+        let t = classes.entry(class).or_default();
+        t.chunks += 1;
+        t.committed += c.committed;
+    }
+    classes
+}
+
+pub fn delta(now: u64, then: u64) -> i64 {
+    now as i64 - then as i64
+}

@@ -1,0 +1,164 @@
+//! What the core reports. Each record is one JSON Lines object, tagged by
+//! `type`; docs/json-output.md is the schema and must change with this file.
+
+use serde::Serialize;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Record {
+    Snapshot(Snapshot),
+    Mapping(LargeMapping),
+    Exit(Exit),
+    Oom(Oom),
+    Dropped(Dropped),
+    Summary(Summary),
+}
+
+/// Per process, per interval.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Snapshot {
+    /// Unix time, seconds.
+    pub ts: f64,
+    pub pid: u32,
+    pub comm: String,
+    pub rss_bytes: u64,
+    pub rss_anon_bytes: u64,
+    pub rss_file_bytes: u64,
+    pub rss_shmem_bytes: u64,
+    /// VmSize.
+    pub vm_bytes: u64,
+    /// Live bytes mapped through mmap/mremap (not brk heap, not main stack).
+    pub mapped_bytes: u64,
+    pub mapped_anon_bytes: u64,
+    pub mapped_file_bytes: u64,
+    /// The part of `mapped_bytes` that is not PROT_NONE.
+    pub committed_bytes: u64,
+    pub brk_bytes: u64,
+    pub mmap_calls: u64,
+    pub munmap_calls: u64,
+    pub mremap_calls: u64,
+    pub mprotect_calls: u64,
+    pub brk_calls: u64,
+    pub failed_calls: u64,
+    /// RSS now minus RSS at attach.
+    pub rss_growth_bytes: i64,
+    /// `rss_growth_bytes` over the time since attach.
+    pub rss_growth_bytes_per_s: f64,
+    pub mapped_growth_bytes: i64,
+    pub committed_growth_bytes: i64,
+    pub brk_growth_bytes: i64,
+    /// Cgroup (v2) of the last event seen from this process; 0 before any.
+    pub cgroup_id: u64,
+}
+
+/// A mapping change at or above the large-mapping threshold.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LargeMapping {
+    pub ts: f64,
+    pub pid: u32,
+    pub tid: u32,
+    /// mmap, mremap or munmap.
+    pub op: &'static str,
+    pub addr: u64,
+    pub len: u64,
+    /// Like /proc/PID/maps: "rw-p", "---p", "r--s".
+    pub prot: String,
+    pub flags: u32,
+    /// anon or file.
+    pub backing: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Exit {
+    pub ts: f64,
+    pub pid: u32,
+    pub comm: String,
+    pub oom_killed: bool,
+    pub traced_s: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Oom {
+    pub ts: f64,
+    pub pid: u32,
+    pub comm: String,
+    pub anon_rss_bytes: u64,
+    pub file_rss_bytes: u64,
+    pub shmem_rss_bytes: u64,
+    pub vm_bytes: u64,
+}
+
+/// Events lost since the previous `dropped` record.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Dropped {
+    pub ts: f64,
+    /// Newly lost since the last report.
+    pub count: u64,
+    /// Lost since start.
+    pub total: u64,
+    /// Why: "ring_buffer_full" or "undecodable".
+    pub reason: &'static str,
+}
+
+/// The last record.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Summary {
+    pub ts: f64,
+    pub duration_s: f64,
+    /// How memory syscalls were hooked (see `heaptrace --verbose`).
+    pub mem_hook: String,
+    pub dropped_events: u64,
+    pub processes: Vec<ProcessSummary>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ProcessSummary {
+    pub pid: u32,
+    pub comm: String,
+    pub traced_s: f64,
+    pub exited: bool,
+    pub oom_killed: bool,
+    pub rss_start_bytes: u64,
+    pub rss_end_bytes: u64,
+    pub rss_growth_bytes: i64,
+    pub rss_growth_bytes_per_s: f64,
+    pub rss_anon_growth_bytes: i64,
+    pub rss_file_growth_bytes: i64,
+    pub rss_shmem_growth_bytes: i64,
+    pub mapped_growth_bytes: i64,
+    pub mapped_anon_growth_bytes: i64,
+    pub mapped_file_growth_bytes: i64,
+    pub committed_growth_bytes: i64,
+    pub brk_growth_bytes: i64,
+    pub mapped_bytes: u64,
+    pub committed_bytes: u64,
+    pub brk_bytes: u64,
+    pub mmap_calls: u64,
+    pub munmap_calls: u64,
+    pub mremap_calls: u64,
+    pub mprotect_calls: u64,
+    pub brk_calls: u64,
+    pub large_mappings: u64,
+    /// Change in committed bytes per chunk-size class, largest change first.
+    pub growth_by_chunk_size: Vec<ChunkClassGrowth>,
+    pub largest_mappings: Vec<LiveMapping>,
+    /// One sentence a person can act on.
+    pub finding: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChunkClassGrowth {
+    /// Lower bound of the class: chunks of [size, 2*size).
+    pub chunk_size_bytes: u64,
+    pub chunks_delta: i64,
+    pub committed_delta_bytes: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LiveMapping {
+    pub addr: u64,
+    pub len: u64,
+    pub committed_bytes: u64,
+    pub backing: &'static str,
+    pub shared: bool,
+}

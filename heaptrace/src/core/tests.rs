@@ -1,0 +1,223 @@
+//! Model-level tests: inputs built by hand, records checked exactly.
+
+use super::{input::*, record::*, *};
+
+const K: u64 = 1024;
+const M: u64 = 1024 * 1024;
+const SEC: u64 = 1_000_000_000;
+const RW: u32 = 3;
+const ANON_PRIVATE: u32 = 0x22;
+
+fn model() -> Model {
+    Model::new(ModelConfig {
+        page_size: 4096,
+        large_threshold: M,
+        wall_offset_ns: 0,
+        mem_hook: "test".into(),
+    })
+}
+
+fn status(rss_anon: u64) -> ProcStatus {
+    ProcStatus { vm_size: 100 * M, rss_anon, rss_file: 10 * M, rss_shmem: 0 }
+}
+
+fn attach(m: &mut Model, pid: u32) {
+    let info = ProcessInfo {
+        pid,
+        comm: "worker".into(),
+        ts_ns: SEC,
+        start_brk: 0x55_0000_0000,
+        brk: 0x55_0000_0000 + 132 * K,
+        mappings: vec![
+            Mapping { start: 0x7f00_0000_0000, end: 0x7f00_0010_0000, prot: 5, shared: false, file: true },
+            Mapping { start: 0x7f10_0000_0000, end: 0x7f10_0020_0000, prot: 0, shared: false, file: false },
+        ],
+        status: status(20 * M),
+    };
+    m.apply(Input::Attach(info), &mut Vec::new());
+}
+
+fn mem(pid: u32, ts_ns: u64, op: MemOp) -> Input {
+    Input::Event(Event { pid, tid: pid, ts_ns, cgroup_id: 77, kind: EventKind::Mem(op) })
+}
+
+fn snapshot(m: &mut Model, pid: u32, ts_ns: u64) -> Snapshot {
+    let mut out = Vec::new();
+    m.snapshots(ts_ns, &mut out);
+    out.into_iter()
+        .find_map(|r| match r {
+            Record::Snapshot(s) if s.pid == pid => Some(s),
+            _ => None,
+        })
+        .expect("a snapshot for the pid")
+}
+
+#[test]
+fn baseline_is_counted_from_the_first_snapshot() {
+    let mut m = model();
+    attach(&mut m, 10);
+    let s = snapshot(&mut m, 10, 2 * SEC);
+    assert_eq!(s.mapped_bytes, 3 * M);
+    assert_eq!(s.mapped_file_bytes, M);
+    assert_eq!(s.committed_bytes, M);
+    assert_eq!(s.brk_bytes, 132 * K);
+    assert_eq!((s.mapped_growth_bytes, s.committed_growth_bytes, s.brk_growth_bytes), (0, 0, 0));
+    assert_eq!(s.rss_bytes, 30 * M);
+}
+
+#[test]
+fn exact_growth_from_a_known_sequence() {
+    let mut m = model();
+    attach(&mut m, 10);
+    let mut out = Vec::new();
+    let base = 0x7e00_0000_0000u64;
+    for (i, op) in [
+        MemOp::Mmap { addr: base, len: 8 * M, prot: RW, flags: ANON_PRIVATE, fd: -1 },
+        MemOp::Munmap { addr: base + M, len: 256 * K },
+        MemOp::Mmap { addr: base + 16 * M, len: 4 * M, prot: 0, flags: ANON_PRIVATE, fd: -1 },
+        MemOp::Mprotect { addr: base + 16 * M, len: M, prot: RW },
+        MemOp::Mremap { old_addr: base, old_len: M, new_addr: base + 32 * M, new_len: 3 * M, flags: 1 },
+        MemOp::Brk { brk: 0x55_0000_0000 + 132 * K + M },
+        MemOp::Brk { brk: 0x55_0000_0000 + 132 * K + 768 * K },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        m.apply(mem(10, SEC + i as u64, op), &mut out);
+    }
+    let s = snapshot(&mut m, 10, 2 * SEC);
+    assert_eq!(s.mapped_growth_bytes, (8 * M - 256 * K + 4 * M + 2 * M) as i64);
+    assert_eq!(s.committed_growth_bytes, (8 * M - 256 * K + M + 2 * M) as i64);
+    assert_eq!(s.brk_growth_bytes, 768 * K as i64);
+    assert_eq!(s.cgroup_id, 77);
+    // Large mappings: the 8 MiB and 4 MiB mmaps and the 3 MiB mremap.
+    let large: Vec<_> = out
+        .iter()
+        .filter_map(|r| match r {
+            Record::Mapping(l) => Some((l.op, l.len)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(large, vec![("mmap", 8 * M), ("mmap", 4 * M), ("mremap", 3 * M)]);
+}
+
+#[test]
+fn samples_drive_rss_and_call_counts() {
+    let mut m = model();
+    attach(&mut m, 10);
+    let calls = CallCounts { mmap: 5, munmap: 3, ..Default::default() };
+    m.apply(
+        Input::Sample(Sample { pid: 10, ts_ns: 3 * SEC, status: Some(status(40 * M)), calls }),
+        &mut Vec::new(),
+    );
+    let s = snapshot(&mut m, 10, 3 * SEC);
+    assert_eq!((s.mmap_calls, s.munmap_calls), (5, 3));
+    assert_eq!(s.rss_growth_bytes, (20 * M) as i64);
+    assert_eq!(s.rss_growth_bytes_per_s, (10 * M) as f64);
+    // A sample without status (process gone) keeps the last good figures.
+    m.apply(Input::Sample(Sample { pid: 10, ts_ns: 4 * SEC, status: None, calls }), &mut Vec::new());
+    assert_eq!(snapshot(&mut m, 10, 4 * SEC).rss_bytes, 50 * M);
+}
+
+#[test]
+fn two_processes_are_kept_apart() {
+    let mut m = model();
+    attach(&mut m, 10);
+    attach(&mut m, 20);
+    m.apply(mem(20, SEC, MemOp::Mmap { addr: 0x1000_0000, len: 2 * M, prot: RW, flags: ANON_PRIVATE, fd: -1 }), &mut Vec::new());
+    // A process that was never attached is ignored.
+    m.apply(mem(30, SEC, MemOp::Mmap { addr: 0x1000_0000, len: 2 * M, prot: RW, flags: ANON_PRIVATE, fd: -1 }), &mut Vec::new());
+    assert_eq!(snapshot(&mut m, 10, 2 * SEC).mapped_growth_bytes, 0);
+    assert_eq!(snapshot(&mut m, 20, 2 * SEC).mapped_growth_bytes, (2 * M) as i64);
+    let mut out = Vec::new();
+    m.snapshots(2 * SEC, &mut out);
+    assert_eq!(out.len(), 2);
+}
+
+#[test]
+fn exit_and_oom_are_reported_once_and_stop_snapshots() {
+    let mut m = model();
+    attach(&mut m, 10);
+    let mut out = Vec::new();
+    let oom = EventKind::OomVictim { anon_rss: 90 * M, file_rss: M, shmem_rss: 0, total_vm: 200 * M };
+    m.apply(Input::Event(Event { pid: 10, tid: 10, ts_ns: 2 * SEC, cgroup_id: 0, kind: oom }), &mut out);
+    for _ in 0..2 {
+        m.apply(Input::Event(Event { pid: 10, tid: 10, ts_ns: 3 * SEC, cgroup_id: 0, kind: EventKind::Exit }), &mut out);
+    }
+    assert!(matches!(&out[0], Record::Oom(o) if o.anon_rss_bytes == 90 * M));
+    assert!(matches!(&out[1], Record::Exit(e) if e.oom_killed && e.traced_s == 2.0));
+    assert_eq!(out.len(), 2);
+    assert!(m.live_pids().is_empty());
+    let mut snaps = Vec::new();
+    m.snapshots(4 * SEC, &mut snaps);
+    assert!(snaps.is_empty());
+    let Record::Summary(summary) = m.summary(5 * SEC) else { panic!("summary") };
+    assert!(summary.processes[0].exited && summary.processes[0].oom_killed);
+    assert!(summary.processes[0].finding.contains("OOM killer"));
+}
+
+#[test]
+fn drops_are_reported_as_increments() {
+    let mut m = model();
+    let mut out = Vec::new();
+    m.apply(Input::Drops { ts_ns: SEC, kernel: 0, undecodable: 0 }, &mut out);
+    m.apply(Input::Drops { ts_ns: 2 * SEC, kernel: 5, undecodable: 0 }, &mut out);
+    m.apply(Input::Drops { ts_ns: 3 * SEC, kernel: 7, undecodable: 1 }, &mut out);
+    let drops: Vec<_> = out
+        .iter()
+        .map(|r| match r {
+            Record::Dropped(d) => (d.count, d.total, d.reason),
+            _ => panic!("only dropped records"),
+        })
+        .collect();
+    assert_eq!(drops, vec![(5, 5, "ring_buffer_full"), (2, 8, "ring_buffer_full"), (1, 8, "undecodable")]);
+    let Record::Summary(s) = m.summary(4 * SEC) else { panic!() };
+    assert_eq!(s.dropped_events, 8);
+}
+
+#[test]
+fn summary_attributes_growth_to_v8_sized_chunks() {
+    let mut m = model();
+    attach(&mut m, 10);
+    let mut out = Vec::new();
+    // 400 V8-style pages: reserve 508 KiB, trim 252 KiB, commit 256 KiB.
+    for i in 0..400u64 {
+        let a = 0x6000_0000_0000 + i * M;
+        m.apply(mem(10, SEC, MemOp::Mmap { addr: a, len: 508 * K, prot: 0, flags: ANON_PRIVATE, fd: -1 }), &mut out);
+        m.apply(mem(10, SEC, MemOp::Munmap { addr: a + 256 * K, len: 252 * K }), &mut out);
+        m.apply(mem(10, SEC, MemOp::Mprotect { addr: a, len: 256 * K, prot: RW }), &mut out);
+    }
+    m.apply(
+        Input::Sample(Sample { pid: 10, ts_ns: 11 * SEC, status: Some(status(120 * M)), calls: CallCounts::default() }),
+        &mut out,
+    );
+    let Record::Summary(s) = m.summary(11 * SEC) else { panic!() };
+    let p = &s.processes[0];
+    assert_eq!(p.committed_growth_bytes, (100 * M) as i64);
+    assert_eq!(p.growth_by_chunk_size[0].chunk_size_bytes, 256 * K);
+    assert_eq!(p.growth_by_chunk_size[0].chunks_delta, 400);
+    assert_eq!(
+        p.finding,
+        "RSS grew 100.0 MiB in 10 s (+10.0 MiB/s): anon +100.0 MiB, file +0 B, shmem +0 B. \
+         Committed anonymous mmap memory +100.0 MiB, mostly in 256 KiB chunks (+400 chunks)."
+    );
+}
+
+#[test]
+fn summary_says_when_rss_grows_without_new_mappings() {
+    let mut m = model();
+    attach(&mut m, 10);
+    m.apply(
+        Input::Sample(Sample { pid: 10, ts_ns: 3 * SEC, status: Some(status(60 * M)), calls: CallCounts::default() }),
+        &mut Vec::new(),
+    );
+    let Record::Summary(s) = m.summary(3 * SEC) else { panic!() };
+    assert!(s.processes[0].finding.contains("already mapped"), "{}", s.processes[0].finding);
+}
+
+#[test]
+fn inputs_round_trip_through_json_for_recordings() {
+    let input = mem(1, 2, MemOp::Mremap { old_addr: 1, old_len: 2, new_addr: 3, new_len: 4, flags: 1 });
+    let text = serde_json::to_string(&input).unwrap();
+    assert_eq!(serde_json::from_str::<Input>(&text).unwrap(), input);
+}

@@ -1,0 +1,130 @@
+//! Ring-buffer bytes → core events. Pure: unit-tested on bytes built from
+//! the shared wire types.
+
+use heaptrace_common::{EventHeader, ExitEvent, MemEvent, OomEvent, kind, mem_op};
+
+use crate::core::{Event, EventKind, MemOp};
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Shorter than the record its kind promises.
+    Truncated { kind: u32, len: usize },
+    UnknownKind(u32),
+    UnknownMemOp(u32),
+}
+
+/// Reads a `#[repr(C)]` wire type from the start of `bytes`.
+fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: the length is checked above; read_unaligned copes with any
+    // alignment; T is one of heaptrace-common's plain integer structs, for
+    // which every bit pattern is valid.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    let header: EventHeader = read(bytes).ok_or(DecodeError::Truncated { kind: 0, len: bytes.len() })?;
+    let truncated = DecodeError::Truncated { kind: header.kind, len: bytes.len() };
+    let kind = match header.kind {
+        kind::MEM => {
+            let e: MemEvent = read(bytes).ok_or(truncated)?;
+            EventKind::Mem(mem_op(&e)?)
+        }
+        kind::EXIT => {
+            let _: ExitEvent = read(bytes).ok_or(truncated)?;
+            EventKind::Exit
+        }
+        kind::OOM => {
+            let e: OomEvent = read(bytes).ok_or(truncated)?;
+            EventKind::OomVictim {
+                anon_rss: e.anon_rss_kb * 1024,
+                file_rss: e.file_rss_kb * 1024,
+                shmem_rss: e.shmem_rss_kb * 1024,
+                total_vm: e.total_vm_kb * 1024,
+            }
+        }
+        other => return Err(DecodeError::UnknownKind(other)),
+    };
+    Ok(Event { pid: header.pid, tid: header.tid, ts_ns: header.ts_ns, cgroup_id: header.cgroup_id, kind })
+}
+
+fn mem_op(e: &MemEvent) -> Result<MemOp, DecodeError> {
+    let [a0, a1, a2, a3, a4] = e.args;
+    Ok(match e.op {
+        mem_op::MMAP => MemOp::Mmap { addr: e.ret, len: a1, prot: a2 as u32, flags: a3 as u32, fd: a4 as i32 },
+        mem_op::MUNMAP => MemOp::Munmap { addr: a0, len: a1 },
+        mem_op::MREMAP => {
+            MemOp::Mremap { old_addr: a0, old_len: a1, new_addr: e.ret, new_len: a2, flags: a3 as u32 }
+        }
+        mem_op::BRK => MemOp::Brk { brk: e.ret },
+        mem_op::MPROTECT => MemOp::Mprotect { addr: a0, len: a1, prot: a2 as u32 },
+        other => return Err(DecodeError::UnknownMemOp(other)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes<T: Copy>(v: &T) -> Vec<u8> {
+        // SAFETY: T is a plain #[repr(C)] struct of integers with explicit
+        // padding; viewing it as bytes for the length of T is sound.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    fn header(kind: u32) -> EventHeader {
+        EventHeader { kind, pid: 7, tid: 8, _pad: 0, ts_ns: 99, cgroup_id: 5 }
+    }
+
+    #[test]
+    fn mmap_takes_the_address_from_the_result() {
+        let e = MemEvent {
+            header: header(kind::MEM),
+            op: mem_op::MMAP,
+            _pad: 0,
+            args: [0, 4096, 3, 0x22, u64::MAX],
+            ret: 0x7f00_0000_0000,
+        };
+        let ev = decode(&bytes(&e)).unwrap();
+        assert_eq!((ev.pid, ev.tid, ev.ts_ns, ev.cgroup_id), (7, 8, 99, 5));
+        assert_eq!(
+            ev.kind,
+            EventKind::Mem(MemOp::Mmap { addr: 0x7f00_0000_0000, len: 4096, prot: 3, flags: 0x22, fd: -1 })
+        );
+    }
+
+    #[test]
+    fn mremap_and_brk() {
+        let mut e = MemEvent { header: header(kind::MEM), op: mem_op::MREMAP, _pad: 0, args: [1, 2, 3, 1, 0], ret: 9 };
+        assert_eq!(
+            decode(&bytes(&e)).unwrap().kind,
+            EventKind::Mem(MemOp::Mremap { old_addr: 1, old_len: 2, new_addr: 9, new_len: 3, flags: 1 })
+        );
+        e.op = mem_op::BRK;
+        assert_eq!(decode(&bytes(&e)).unwrap().kind, EventKind::Mem(MemOp::Brk { brk: 9 }));
+    }
+
+    #[test]
+    fn oom_sizes_become_bytes() {
+        let e = OomEvent { header: header(kind::OOM), total_vm_kb: 1, anon_rss_kb: 2, file_rss_kb: 3, shmem_rss_kb: 4 };
+        assert_eq!(
+            decode(&bytes(&e)).unwrap().kind,
+            EventKind::OomVictim { anon_rss: 2048, file_rss: 3072, shmem_rss: 4096, total_vm: 1024 }
+        );
+    }
+
+    #[test]
+    fn bad_records_are_errors_not_panics() {
+        assert_eq!(decode(&[1, 2, 3]), Err(DecodeError::Truncated { kind: 0, len: 3 }));
+        assert_eq!(decode(&bytes(&header(42))), Err(DecodeError::UnknownKind(42)));
+        assert_eq!(
+            decode(&bytes(&header(kind::MEM))),
+            Err(DecodeError::Truncated { kind: kind::MEM, len: 32 })
+        );
+        let e = MemEvent { header: header(kind::MEM), op: 77, ..Default::default() };
+        assert_eq!(decode(&bytes(&e)), Err(DecodeError::UnknownMemOp(77)));
+        assert_eq!(decode(&bytes(&ExitEvent { header: header(kind::EXIT) })).unwrap().kind, EventKind::Exit);
+    }
+}

@@ -1,0 +1,291 @@
+//! Harness for the privileged integration tests: builds the C workloads,
+//! runs heaptrace and workloads as child processes, and reads heaptrace's
+//! JSON Lines as they come.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, ExitStatus, Stdio},
+    sync::{
+        OnceLock,
+        mpsc::{Receiver, RecvTimeoutError, channel},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub const KIB: i64 = 1024;
+pub const MIB: i64 = 1024 * 1024;
+/// Generous: CI machines are small and busy.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn heaptrace_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_heaptrace")
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Privileged tests never skip: without root they fail, saying why.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "privileged integration test: run as root (scripts/test.sh does)");
+}
+
+/// Compiles workloads/NAME.c once per test binary; returns the executable.
+pub fn workload_bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("workloads");
+        std::fs::create_dir_all(&dir).unwrap();
+        for w in ["memwork", "storm"] {
+            let src = repo_root().join("workloads").join(format!("{w}.c"));
+            let status = Command::new("cc")
+                .args(["-O2", "-Wall", "-o"])
+                .arg(dir.join(w))
+                .arg(&src)
+                .status()
+                .expect("a C compiler (cc) is needed to build the test workloads");
+            assert!(status.success(), "compiling {}", src.display());
+        }
+        dir
+    });
+    dir.join(name)
+}
+
+/// Lines from a child's stdout, delivered through a channel.
+fn line_channel(out: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = channel();
+    thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// A workload driven over stdin/stdout ("ready", "run" → "done", "exit").
+pub struct Workload {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+}
+
+impl Workload {
+    pub fn spawn(program: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", program.display()));
+        let lines = line_channel(child.stdout.take().unwrap());
+        let stdin = child.stdin.take();
+        let mut w = Self { child, stdin, lines };
+        w.expect_line("ready");
+        w
+    }
+
+    /// memwork with its own data file.
+    pub fn memwork() -> Self {
+        let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("memwork-{}.dat", rand_suffix()));
+        Self::spawn(&workload_bin("memwork"), &[file.to_str().unwrap()])
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for a line starting with `prefix`; returns it.
+    pub fn expect_line(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(line) if line.starts_with("error") => panic!("workload failed: {line}"),
+                Ok(_) => {}
+                Err(e) => panic!("workload {} did not print {prefix:?}: {e:?}", self.pid()),
+            }
+        }
+    }
+
+    /// Runs memwork's sequence and waits until it is done.
+    pub fn run_sequence(&mut self) {
+        self.send("run");
+        self.expect_line("done");
+    }
+
+    pub fn exit(mut self) {
+        self.stdin.take();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> String {
+    format!("{}-{:?}", std::process::id(), thread::current().id()).replace(['(', ')'], "")
+}
+
+/// A running `heaptrace -o json`.
+pub struct Heaptrace {
+    child: Child,
+    records: Receiver<String>,
+    /// Every record received so far, in order.
+    pub seen: Vec<Value>,
+}
+
+impl Heaptrace {
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(heaptrace_bin())
+            .args(["-o", "json"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning heaptrace");
+        let records = line_channel(child.stdout.take().unwrap());
+        Self { child, records, seen: Vec::new() }
+    }
+
+    /// Traces `pids` with a short interval; returns once each has a snapshot,
+    /// so the baseline is in place before the test acts.
+    pub fn attach(pids: &[u32], extra: &[&str]) -> Self {
+        let mut args: Vec<String> = vec!["--interval".into(), "100ms".into()];
+        for pid in pids {
+            args.push("--pid".into());
+            args.push(pid.to_string());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut h = Self::start(&args);
+        for &pid in pids {
+            h.next_snapshot(pid);
+        }
+        h
+    }
+
+    /// The next record matching `pred`, waiting up to [`WAIT`].
+    pub fn next_matching(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.records.recv_timeout(left) {
+                Ok(line) => {
+                    let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!("no {what} from heaptrace within {WAIT:?}"),
+                Err(RecvTimeoutError::Disconnected) => panic!("heaptrace ended before a {what}; seen: {:?}", self.seen),
+            }
+        }
+    }
+
+    pub fn next_snapshot(&mut self, pid: u32) -> Value {
+        self.next_matching(&format!("snapshot of pid {pid}"), |v| v["type"] == "snapshot" && v["pid"] == pid)
+    }
+
+    /// A snapshot of `pid` that includes everything the test did before this
+    /// call: the second one stamped after now. (The tick of the first may
+    /// have begun, and drained the ring buffer, just before now.)
+    pub fn fresh_snapshot(&mut self, pid: u32) -> Value {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        let is_fresh = |v: &Value| v["type"] == "snapshot" && v["pid"] == pid && v["ts"].as_f64().unwrap() > now;
+        self.next_matching("fresh snapshot", is_fresh);
+        self.next_matching("fresh snapshot", is_fresh)
+    }
+
+    /// Sends SIGINT and collects everything up to the end.
+    pub fn stop(self) -> (ExitStatus, Vec<Value>) {
+        // SAFETY: kill() on our own child's pid with a valid signal number.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.finish()
+    }
+
+    /// Waits for heaptrace to end by itself and collects the rest.
+    pub fn finish(mut self) -> (ExitStatus, Vec<Value>) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.records.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => self.seen.push(serde_json::from_str(&line).unwrap()),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => panic!("heaptrace did not finish within {WAIT:?}"),
+            }
+        }
+        let status = self.child.wait().unwrap();
+        (status, std::mem::take(&mut self.seen))
+    }
+}
+
+impl Drop for Heaptrace {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn int(v: &Value, field: &str) -> i64 {
+    v[field].as_i64().unwrap_or_else(|| panic!("field {field} missing or not an integer in {v}"))
+}
+
+/// Field change between two snapshots.
+pub fn delta(before: &Value, after: &Value, field: &str) -> i64 {
+    int(after, field) - int(before, field)
+}
+
+pub fn summary_of(records: &[Value]) -> &Value {
+    let last = records.last().expect("records");
+    assert_eq!(last["type"], "summary", "the summary comes last");
+    last
+}
+
+pub fn process_summary(records: &[Value], pid: u32) -> &Value {
+    summary_of(records)["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == pid)
+        .unwrap_or_else(|| panic!("no summary for pid {pid}"))
+}
+
+/// `VmSize`, `VmRSS`, ... from /proc/PID/status, in bytes.
+pub fn proc_status_bytes(pid: u32, field: &str) -> i64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = text.lines().find(|l| l.starts_with(&format!("{field}:"))).unwrap();
+    let kb: i64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+/// Known results of memwork's sequence.
+pub mod memwork {
+    use super::{KIB, MIB};
+    pub const MAPPED: i64 = 8 * MIB - 256 * KIB + 4 * MIB + 2 * MIB + 64 * KIB;
+    pub const COMMITTED: i64 = 8 * MIB - 256 * KIB + MIB + 2 * MIB + 64 * KIB;
+    pub const BRK: i64 = 768 * KIB;
+    pub const MAPPED_FILE: i64 = 64 * KIB;
+    /// 8 x 1 MiB + the 4 MiB reservation + the 3 MiB mremap.
+    pub const LARGE_MAPPINGS: usize = 10;
+}

@@ -1,0 +1,37 @@
+/*
+ * The mmap storm: mmap 64 KiB, touch every page, munmap, in a loop. Used by
+ * the overhead benchmark (cargo xtask bench) and the ring-buffer overflow
+ * test. Waits for a line on stdin before starting, so a tracer can attach;
+ * prints "ready" first and "ns_per_iter <N>" at the end.
+ *
+ *   storm ITERATIONS
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    long iterations = argc > 1 ? atol(argv[1]) : 200000;
+    printf("ready\n");
+    fflush(stdout);
+    char go[16];
+    if (!fgets(go, sizeof go, stdin)) return 1;
+
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (long i = 0; i < iterations; i++) {
+        char *p = mmap(NULL, 64 * 1024, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) return 1;
+        for (int off = 0; off < 64 * 1024; off += 4096) p[off] = 1;
+        munmap(p, 64 * 1024);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double ns = (b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec);
+    printf("ns_per_iter %.1f\n", ns / iterations);
+    fflush(stdout);
+    /* Stay until told, so a tracer can take its last snapshot. */
+    if (!fgets(go, sizeof go, stdin)) return 0;
+    return 0;
+}
