@@ -24,15 +24,10 @@ fn main() -> aya_build::Result<()> {
     // SAFETY: build scripts are single-threaded at this point; nothing else
     // reads or writes the environment concurrently.
     unsafe { env::set_var("RUSTC_BOOTSTRAP", "1") };
-    let root_dir = ebpf_dir
-        .to_str()
-        .ok_or_else(|| anyhow::anyhow!("non-UTF-8 path: {}", ebpf_dir.display()))?;
+    let root_dir =
+        ebpf_dir.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 path: {}", ebpf_dir.display()))?;
     aya_build::build_ebpf(
-        [aya_build::Package {
-            name: "heaptrace-ebpf",
-            root_dir,
-            ..Default::default()
-        }],
+        [aya_build::Package { name: "heaptrace-ebpf", root_dir, ..Default::default() }],
         aya_build::Toolchain::Custom("1.99.1"),
     )
 }

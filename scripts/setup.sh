@@ -19,10 +19,11 @@ fi
 export PATH="$HOME/.cargo/bin:$PATH"
 
 # --- system packages -------------------------------------------------------
-# bpftrace: the peer in the benchmark. gcc: builds the C workloads.
+# bpftrace: the peer in the benchmark. bpftool: its in-kernel cost figures. gcc: builds the C workloads.
 # nodejs is already on these machines (/usr/bin/node); install it only if absent.
 need_pkgs=()
 command -v bpftrace >/dev/null 2>&1 || need_pkgs+=(bpftrace)
+command -v bpftool >/dev/null 2>&1 || need_pkgs+=(bpftool)
 command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc libc6-dev)
 command -v node >/dev/null 2>&1 || need_pkgs+=(nodejs)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)

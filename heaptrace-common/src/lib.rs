@@ -32,16 +32,12 @@ pub mod mem_op {
     pub const COUNT: usize = 6;
 }
 
-/// Size of the ring buffer shared by all kernel programs (bytes; a power of
-/// two and a multiple of the page size). At the worst rate measured here, an
-/// mmap storm at ~300k syscalls/s, this holds well over 100 ms of events.
+/// Default size of the ring buffer shared by all kernel programs (bytes; a
+/// power of two and a multiple of the page size; `--ring-buffer` overrides
+/// it at load). It holds over 170k memory events: at the worst rate a single
+/// process makes (an mmap storm, ~300k syscalls/s on fast hardware), more
+/// than half a second, against a 20 ms drain interval.
 pub const RING_BUFFER_BYTES: u32 = 16 << 20;
-
-/// Submit with a wakeup only when this much data waits in the ring buffer.
-/// Below it, events are submitted with `BPF_RB_NO_WAKEUP` and the collector
-/// drains on its own timer. This keeps wakeups (and their cost) out of the
-/// traced process's syscalls.
-pub const RING_WAKEUP_BYTES: u64 = 1 << 20;
 
 /// Capacity of the traced-process map.
 pub const MAX_TRACED_PROCESSES: u32 = 16_384;

@@ -6,15 +6,13 @@ use aya_ebpf::{
 };
 use heaptrace_common::{
     MAX_PENDING_SYSCALLS, MAX_TRACED_PROCESSES, PendingSyscall, ProcCounters, RING_BUFFER_BYTES,
-    RING_WAKEUP_BYTES,
 };
 
 /// The traced set: tgid → that process's counters. Userspace inserts and
 /// removes entries; the programs only look up and update. One lookup both
 /// filters and finds the counters.
 #[map]
-pub static TRACED: HashMap<u32, ProcCounters> =
-    HashMap::with_max_entries(MAX_TRACED_PROCESSES, 0);
+pub static TRACED: HashMap<u32, ProcCounters> = HashMap::with_max_entries(MAX_TRACED_PROCESSES, 0);
 
 /// The one ring buffer for streamed events.
 #[map]
@@ -27,24 +25,14 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// Classic-tracepoint fallback only: syscall arguments saved at entry,
 /// keyed by thread id, consumed at exit.
 #[map]
-pub static PENDING: HashMap<u32, PendingSyscall> =
-    HashMap::with_max_entries(MAX_PENDING_SYSCALLS, 0);
+pub static PENDING: HashMap<u32, PendingSyscall> = HashMap::with_max_entries(MAX_PENDING_SYSCALLS, 0);
 
-const BPF_RB_NO_WAKEUP: u64 = 1;
-const BPF_RB_FORCE_WAKEUP: u64 = 2;
-const BPF_RB_AVAIL_DATA: u64 = 0;
-
-/// Flags for submitting a frequent event: no wakeup unless the buffer is
-/// filling up. The collector drains on a timer, so a wakeup inside the traced
-/// process's syscall (or, later, inside a GC pause) is wasted work there.
-#[inline(always)]
-pub fn quiet_submit_flags() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= RING_WAKEUP_BYTES {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    }
-}
+/// Submit flag for frequent events: no wakeup. The collector drains on a
+/// 20 ms timer, so a wakeup inside the traced process's syscall (or, later,
+/// inside a GC pause) would be wasted work there. The default 16 MiB buffer
+/// holds over 170k events, far more than any process makes in 20 ms; rare
+/// events (exits, OOM) are submitted with the default wakeup.
+pub const QUIET: u64 = 1; // BPF_RB_NO_WAKEUP
 
 /// Counts one event lost to a full ring buffer.
 #[inline(always)]
@@ -70,8 +58,6 @@ pub fn count_drop() {
 pub unsafe fn atomic_add(ptr: *mut u64, value: u64) {
     // SAFETY: the caller guarantees `ptr` is valid and aligned.
     unsafe {
-        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-            ptr, value,
-        )
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(ptr, value)
     };
 }

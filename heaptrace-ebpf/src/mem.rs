@@ -1,12 +1,16 @@
 //! Memory syscalls: mmap, munmap, mremap, brk, mprotect.
 //!
-//! Two attachment mechanisms share one recording path:
-//! - **raw `sys_exit`** (preferred): one program for every syscall exit. The
-//!   syscall number and arguments are read from the saved `pt_regs`, the
-//!   result from the tracepoint argument, so no entry/exit pairing is needed.
-//!   Raw tracepoints skip building a trace record, which is what makes
-//!   classic syscall tracepoints cost ~10 % on an mmap-heavy loop here.
-//! - **classic `syscalls:sys_{enter,exit}_*`** (fallback): entry saves the
+//! Three attachment mechanisms share one recording path (the loader picks
+//! the first the kernel allows; docs/architecture.md has the measurements):
+//! - **BTF `sys_exit`** (preferred): one program for every syscall exit. With
+//!   BTF, `regs` is a typed kernel pointer, so the syscall number is a plain
+//!   load: non-memory syscalls (nearly all of them, on every process of the
+//!   host) are rejected before any helper call or map lookup. The arguments
+//!   come from the saved `pt_regs`, the result from the tracepoint argument,
+//!   so no entry/exit pairing is needed.
+//! - **raw `sys_exit`** (no kernel BTF): the same, but the registers must be
+//!   copied with a helper, so the cheaper pid filter goes first.
+//! - **classic `syscalls:sys_{enter,exit}_*`** (last resort): entry saves the
 //!   arguments per thread, exit pairs them with the result.
 //!
 //! Every call of a traced process is counted in the kernel (exact, even if
@@ -16,18 +20,40 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::{raw_tracepoint, tracepoint},
-    programs::{RawTracePointContext, TracePointContext},
+    macros::{btf_tracepoint, raw_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use heaptrace_common::{
-    EventHeader, MemEvent, PendingSyscall, ProcCounters, kind, mem_op,
-    mem_op_for_x86_64_syscall,
+    EventHeader, MemEvent, PendingSyscall, ProcCounters, kind, mem_op, mem_op_for_x86_64_syscall,
 };
 
-use crate::maps::{EVENTS, PENDING, TRACED, atomic_add, count_drop, quiet_submit_flags};
+use crate::maps::{EVENTS, PENDING, QUIET, TRACED, atomic_add, count_drop};
 
 /// Largest value the kernel returns as `-errno` from a syscall.
 const MAX_ERRNO: u64 = 4095;
+
+#[cfg(bpf_target_arch = "x86_64")]
+#[btf_tracepoint(function = "sys_exit")]
+pub fn mem_btf_sys_exit(ctx: BtfTracePointContext) -> i32 {
+    let regs: *const aya_ebpf::bindings::pt_regs = ctx.arg(0);
+    // SAFETY: in a BTF tracepoint the verifier types `regs` as the kernel's
+    // `struct pt_regs *`, checks that each load hits a member, and makes the
+    // load fault-safe. x86_64's pt_regs layout is ABI and matches the bindings.
+    let nr = unsafe { (*regs).orig_rax };
+    let op = mem_op_for_x86_64_syscall(nr);
+    if op == 0 {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(counters) = TRACED.get_ptr_mut(&((pid_tgid >> 32) as u32)) else {
+        return 0;
+    };
+    // SAFETY: as above.
+    let args = unsafe { [(*regs).rdi, (*regs).rsi, (*regs).rdx, (*regs).r10, (*regs).r8] };
+    let ret: u64 = ctx.arg(1);
+    record(counters, pid_tgid, op, args, ret);
+    0
+}
 
 #[cfg(bpf_target_arch = "x86_64")]
 #[raw_tracepoint(tracepoint = "sys_exit")]
@@ -132,7 +158,6 @@ fn record(counters: *mut ProcCounters, pid_tgid: u64, op: u32, args: [u64; 5], r
         }
     }
 
-    let flags = quiet_submit_flags();
     let Some(mut entry) = EVENTS.reserve::<MemEvent>(0) else {
         count_drop();
         return;
@@ -153,5 +178,5 @@ fn record(counters: *mut ProcCounters, pid_tgid: u64, op: u32, args: [u64; 5], r
         args,
         ret,
     });
-    entry.submit(flags);
+    entry.submit(QUIET);
 }

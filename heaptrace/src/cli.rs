@@ -108,7 +108,8 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Config, String> {
-        let cli = Cli::try_parse_from(std::iter::once("heaptrace").chain(args.iter().copied())).map_err(|e| e.to_string())?;
+        let cli = Cli::try_parse_from(std::iter::once("heaptrace").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
         Config::from_cli(cli)
     }
 
@@ -125,8 +126,23 @@ mod tests {
 
     #[test]
     fn several_pids_and_options() {
-        let c = parse(&["-p", "3", "-p", "2", "--pid", "3", "-d", "30s", "-i", "250ms", "-o", "json", "--large-threshold", "512k"])
-            .unwrap();
+        let c = parse(&[
+            "-p",
+            "3",
+            "-p",
+            "2",
+            "--pid",
+            "3",
+            "-d",
+            "30s",
+            "-i",
+            "250ms",
+            "-o",
+            "json",
+            "--large-threshold",
+            "512k",
+        ])
+        .unwrap();
         assert_eq!(c.pids, vec![2, 3]);
         assert_eq!(c.duration, Some(Duration::from_secs(30)));
         assert_eq!(c.interval, Duration::from_millis(250));
@@ -145,7 +161,9 @@ mod tests {
         let e = parse(&["--pid", "abc"]).unwrap_err();
         assert!(e.contains("--pid"), "{e}");
         assert!(parse(&[]).unwrap_err().contains("--pid"));
-        assert!(parse(&["--pid", "1", "-i", "1ms"]).unwrap_err().contains("--interval must be at least 10ms"));
+        assert!(
+            parse(&["--pid", "1", "-i", "1ms"]).unwrap_err().contains("--interval must be at least 10ms")
+        );
         assert!(parse(&["--pid", "1", "--duration", "0s"]).unwrap_err().contains("greater than zero"));
         assert!(parse(&["--pid", "1", "--ring-buffer", "3MiB"]).unwrap_err().contains("power of two"));
         assert!(parse(&["--pid", "1", "--ring-buffer", "1k"]).unwrap_err().contains("power of two"));

@@ -26,8 +26,11 @@ fn assert_exact_figures(mem_hook: &str) {
     let after = h.fresh_snapshot(pid);
     // The workload is idle now: its /proc figures hold still.
     let vm_size = proc_status_bytes(pid, "VmSize");
-    let (rss, anon, file) =
-        (proc_status_bytes(pid, "VmRSS"), proc_status_bytes(pid, "RssAnon"), proc_status_bytes(pid, "RssFile"));
+    let (rss, anon, file) = (
+        proc_status_bytes(pid, "VmRSS"),
+        proc_status_bytes(pid, "RssAnon"),
+        proc_status_bytes(pid, "RssFile"),
+    );
     let after2 = h.next_snapshot(pid);
 
     assert_eq!(delta(&before, &after, "mapped_bytes"), memwork::MAPPED, "mapped_bytes delta");
@@ -79,6 +82,11 @@ fn assert_exact_figures(mem_hook: &str) {
 }
 
 #[test]
+fn exact_figures_with_btf_tracepoint() {
+    assert_exact_figures("btf-tracepoint");
+}
+
+#[test]
 fn exact_figures_with_raw_tracepoint() {
     assert_exact_figures("raw-tracepoint");
 }
@@ -89,13 +97,14 @@ fn exact_figures_with_classic_tracepoints() {
 }
 
 #[test]
-fn auto_hook_picks_the_raw_tracepoint_here() {
+fn auto_hook_picks_the_btf_tracepoint_here() {
     require_root();
     let w = Workload::memwork();
     let h = Heaptrace::attach(&[w.pid()], &[]);
     let (status, records) = h.stop();
     assert!(status.success());
-    assert_eq!(summary_of(&records)["mem_hook"], "raw tracepoint sys_exit");
+    // This kernel has BTF, so the cheapest hook loads.
+    assert_eq!(summary_of(&records)["mem_hook"], "BTF tracepoint sys_exit");
 }
 
 #[test]
@@ -125,10 +134,7 @@ fn two_traced_processes_are_kept_apart_and_an_untraced_one_is_ignored() {
     let (status, records) = h.stop();
     assert!(status.success());
     let untraced_pid = untraced.pid();
-    assert!(
-        records.iter().all(|r| r["pid"] != untraced_pid),
-        "the untraced process appears in the output"
-    );
+    assert!(records.iter().all(|r| r["pid"] != untraced_pid), "the untraced process appears in the output");
     assert_eq!(summary_of(&records)["processes"].as_array().unwrap().len(), 2);
 }
 
@@ -150,7 +156,10 @@ fn a_process_that_exits_is_reported_and_the_others_go_on() {
     let s1 = h.fresh_snapshot(staying_pid);
     assert_eq!(delta(&s0, &s1, "committed_bytes"), memwork::COMMITTED);
     assert!(
-        h.seen.iter().skip_while(|r| r["type"] != "exit").all(|r| r["type"] != "snapshot" || r["pid"] != leaving_pid),
+        h.seen
+            .iter()
+            .skip_while(|r| r["type"] != "exit")
+            .all(|r| r["type"] != "snapshot" || r["pid"] != leaving_pid),
         "no snapshots of an exited process"
     );
 
@@ -276,7 +285,11 @@ fn a_leaking_node_process_shows_growth() {
     let (first, last) = (snaps[0], snaps[snaps.len() - 1]);
     let rss_growth = delta(first, last, "rss_bytes");
     assert!(rss_growth > 30 * MIB, "rss grew only {rss_growth}");
-    assert!(int(last, "committed_growth_bytes") > 10 * MIB, "committed growth {}", last["committed_growth_bytes"]);
+    assert!(
+        int(last, "committed_growth_bytes") > 10 * MIB,
+        "committed growth {}",
+        last["committed_growth_bytes"]
+    );
     assert!(int(last, "mmap_calls") > 0 && int(last, "mprotect_calls") > 0);
     let p = process_summary(&records, pid);
     assert!(p["finding"].as_str().unwrap().starts_with("RSS grew"), "finding: {}", p["finding"]);

@@ -1,1 +1,43 @@
-fn main() {}
+//! Developer tasks that need more than a shell line.
+//!
+//!   cargo xtask bench-mmap [--rounds 15] [--iterations 20000]
+//!
+//! The mmap-storm overhead benchmark: the same storm untraced, traced by
+//! heaptrace (each memory hook), and traced by an equivalent bpftrace script,
+//! in alternating rounds. Reports medians, ratios to untraced, and
+//! heaptrace's own CPU time and peak RSS. Needs root; run scripts/setup.sh
+//! first (it installs bpftrace).
+
+mod bench;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Tracing overhead on the mmap storm (64 KiB mmap, touch, munmap).
+    BenchMmap {
+        /// Alternating rounds; each runs every configuration once.
+        #[arg(long, default_value_t = 15)]
+        rounds: usize,
+        /// Storm iterations per run.
+        #[arg(long, default_value_t = 20_000)]
+        iterations: u64,
+        /// Where to write the Markdown report.
+        #[arg(long, default_value = "bench/results/mmap-storm.md")]
+        out: std::path::PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::BenchMmap { rounds, iterations, out } => bench::mmap_storm(rounds, iterations, &out),
+    }
+}

@@ -107,11 +107,7 @@ pub struct AddressSpace {
 
 impl AddressSpace {
     pub fn new(page_size: u64) -> Self {
-        Self {
-            map: RangeMap::new(),
-            totals: Totals::default(),
-            page_size: page_size.max(1),
-        }
+        Self { map: RangeMap::new(), totals: Totals::default(), page_size: page_size.max(1) }
     }
 
     pub fn totals(&self) -> Totals {
@@ -337,7 +333,10 @@ mod tests {
         s.map(0x100000, 8 * K, Region { prot: prot::READ, file: true, shared: false, origin: 0x100000 });
         s.map(0x200000, 4 * K, anon(RW, 0x200000));
         let t = s.totals();
-        assert_eq!((t.mapped, t.mapped_file, t.mapped_anon(), t.committed_anon), (12 * K, 8 * K, 4 * K, 4 * K));
+        assert_eq!(
+            (t.mapped, t.mapped_file, t.mapped_anon(), t.committed_anon),
+            (12 * K, 8 * K, 4 * K, 4 * K)
+        );
     }
 
     #[test]

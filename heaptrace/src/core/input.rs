@@ -104,7 +104,12 @@ pub enum EventKind {
     /// The process's last thread exited.
     Exit,
     /// The OOM killer chose this process.
-    OomVictim { anon_rss: u64, file_rss: u64, shmem_rss: u64, total_vm: u64 },
+    OomVictim {
+        anon_rss: u64,
+        file_rss: u64,
+        shmem_rss: u64,
+        total_vm: u64,
+    },
 }
 
 /// A successful memory syscall, with the values the kernel acted on.

@@ -6,8 +6,8 @@ use super::{
     input::{Event, EventKind, Input, MemOp, Sample},
     process::{ProcessState, chunk_classes, delta},
     record::{
-        ChunkClassGrowth, Dropped, Exit, LargeMapping, LiveMapping, Oom, ProcessSummary, Record,
-        Snapshot, Summary,
+        ChunkClassGrowth, Dropped, Exit, LargeMapping, LiveMapping, Oom, ProcessSummary, Record, Snapshot,
+        Summary,
     },
 };
 use crate::units::{fmt_bytes, fmt_delta, fmt_size_class};
@@ -38,14 +38,7 @@ pub struct Model {
 
 impl Model {
     pub fn new(cfg: ModelConfig) -> Self {
-        Self {
-            cfg,
-            processes: BTreeMap::new(),
-            start_ns: None,
-            now_ns: 0,
-            kernel_drops: 0,
-            undecodable: 0,
-        }
+        Self { cfg, processes: BTreeMap::new(), start_ns: None, now_ns: 0, kernel_drops: 0, undecodable: 0 }
     }
 
     /// Applies one input; any records it causes are appended to `out`.
@@ -317,7 +310,12 @@ fn finding(s: &ProcessSummary, committed_anon_growth: i64) -> String {
     let rss = s.rss_growth_bytes;
     let noise = (1 << 20).max(s.rss_start_bytes as i64 / 100);
     let mut text = if rss.abs() < noise {
-        format!("RSS steady at {} ({} over {:.0} s).", fmt_bytes(s.rss_end_bytes as f64), fmt_delta(rss), s.traced_s)
+        format!(
+            "RSS steady at {} ({} over {:.0} s).",
+            fmt_bytes(s.rss_end_bytes as f64),
+            fmt_delta(rss),
+            s.traced_s
+        )
     } else {
         format!(
             "RSS {} {} in {:.0} s ({}/s): anon {}, file {}, shmem {}.",
@@ -334,7 +332,11 @@ fn finding(s: &ProcessSummary, committed_anon_growth: i64) -> String {
     let mut parts = Vec::new();
     if committed_anon_growth.abs() >= noise {
         let mut part = format!("committed anonymous mmap memory {}", fmt_delta(committed_anon_growth));
-        if let Some(top) = s.growth_by_chunk_size.first().filter(|g| g.committed_delta_bytes.signum() == committed_anon_growth.signum()) {
+        if let Some(top) = s
+            .growth_by_chunk_size
+            .first()
+            .filter(|g| g.committed_delta_bytes.signum() == committed_anon_growth.signum())
+        {
             part += &format!(
                 ", mostly in {} chunks ({} {})",
                 fmt_size_class(top.chunk_size_bytes),
@@ -345,10 +347,16 @@ fn finding(s: &ProcessSummary, committed_anon_growth: i64) -> String {
         parts.push((committed_anon_growth.abs(), part));
     }
     if s.mapped_file_growth_bytes.abs() >= noise {
-        parts.push((s.mapped_file_growth_bytes.abs(), format!("file mappings {}", fmt_delta(s.mapped_file_growth_bytes))));
+        parts.push((
+            s.mapped_file_growth_bytes.abs(),
+            format!("file mappings {}", fmt_delta(s.mapped_file_growth_bytes)),
+        ));
     }
     if s.brk_growth_bytes.abs() >= noise {
-        parts.push((s.brk_growth_bytes.abs(), format!("brk heap {}", fmt_delta(s.brk_growth_bytes))));
+        parts.push((
+            s.brk_growth_bytes.abs(),
+            format!("brk heap (malloc's main arena) {}", fmt_delta(s.brk_growth_bytes)),
+        ));
     }
     parts.sort_by_key(|(size, _)| std::cmp::Reverse(*size));
     if !parts.is_empty() {

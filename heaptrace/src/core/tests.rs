@@ -124,9 +124,15 @@ fn two_processes_are_kept_apart() {
     let mut m = model();
     attach(&mut m, 10);
     attach(&mut m, 20);
-    m.apply(mem(20, SEC, MemOp::Mmap { addr: 0x1000_0000, len: 2 * M, prot: RW, flags: ANON_PRIVATE, fd: -1 }), &mut Vec::new());
+    m.apply(
+        mem(20, SEC, MemOp::Mmap { addr: 0x1000_0000, len: 2 * M, prot: RW, flags: ANON_PRIVATE, fd: -1 }),
+        &mut Vec::new(),
+    );
     // A process that was never attached is ignored.
-    m.apply(mem(30, SEC, MemOp::Mmap { addr: 0x1000_0000, len: 2 * M, prot: RW, flags: ANON_PRIVATE, fd: -1 }), &mut Vec::new());
+    m.apply(
+        mem(30, SEC, MemOp::Mmap { addr: 0x1000_0000, len: 2 * M, prot: RW, flags: ANON_PRIVATE, fd: -1 }),
+        &mut Vec::new(),
+    );
     assert_eq!(snapshot(&mut m, 10, 2 * SEC).mapped_growth_bytes, 0);
     assert_eq!(snapshot(&mut m, 20, 2 * SEC).mapped_growth_bytes, (2 * M) as i64);
     let mut out = Vec::new();
@@ -142,7 +148,10 @@ fn exit_and_oom_are_reported_once_and_stop_snapshots() {
     let oom = EventKind::OomVictim { anon_rss: 90 * M, file_rss: M, shmem_rss: 0, total_vm: 200 * M };
     m.apply(Input::Event(Event { pid: 10, tid: 10, ts_ns: 2 * SEC, cgroup_id: 0, kind: oom }), &mut out);
     for _ in 0..2 {
-        m.apply(Input::Event(Event { pid: 10, tid: 10, ts_ns: 3 * SEC, cgroup_id: 0, kind: EventKind::Exit }), &mut out);
+        m.apply(
+            Input::Event(Event { pid: 10, tid: 10, ts_ns: 3 * SEC, cgroup_id: 0, kind: EventKind::Exit }),
+            &mut out,
+        );
     }
     assert!(matches!(&out[0], Record::Oom(o) if o.anon_rss_bytes == 90 * M));
     assert!(matches!(&out[1], Record::Exit(e) if e.oom_killed && e.traced_s == 2.0));
@@ -183,12 +192,20 @@ fn summary_attributes_growth_to_v8_sized_chunks() {
     // 400 V8-style pages: reserve 508 KiB, trim 252 KiB, commit 256 KiB.
     for i in 0..400u64 {
         let a = 0x6000_0000_0000 + i * M;
-        m.apply(mem(10, SEC, MemOp::Mmap { addr: a, len: 508 * K, prot: 0, flags: ANON_PRIVATE, fd: -1 }), &mut out);
+        m.apply(
+            mem(10, SEC, MemOp::Mmap { addr: a, len: 508 * K, prot: 0, flags: ANON_PRIVATE, fd: -1 }),
+            &mut out,
+        );
         m.apply(mem(10, SEC, MemOp::Munmap { addr: a + 256 * K, len: 252 * K }), &mut out);
         m.apply(mem(10, SEC, MemOp::Mprotect { addr: a, len: 256 * K, prot: RW }), &mut out);
     }
     m.apply(
-        Input::Sample(Sample { pid: 10, ts_ns: 11 * SEC, status: Some(status(120 * M)), calls: CallCounts::default() }),
+        Input::Sample(Sample {
+            pid: 10,
+            ts_ns: 11 * SEC,
+            status: Some(status(120 * M)),
+            calls: CallCounts::default(),
+        }),
         &mut out,
     );
     let Record::Summary(s) = m.summary(11 * SEC) else { panic!() };
@@ -208,7 +225,12 @@ fn summary_says_when_rss_grows_without_new_mappings() {
     let mut m = model();
     attach(&mut m, 10);
     m.apply(
-        Input::Sample(Sample { pid: 10, ts_ns: 3 * SEC, status: Some(status(60 * M)), calls: CallCounts::default() }),
+        Input::Sample(Sample {
+            pid: 10,
+            ts_ns: 3 * SEC,
+            status: Some(status(60 * M)),
+            calls: CallCounts::default(),
+        }),
         &mut Vec::new(),
     );
     let Record::Summary(s) = m.summary(3 * SEC) else { panic!() };

@@ -8,7 +8,10 @@ use crate::core::{Event, EventKind, MemOp};
 #[derive(Debug, PartialEq, Eq)]
 pub enum DecodeError {
     /// Shorter than the record its kind promises.
-    Truncated { kind: u32, len: usize },
+    Truncated {
+        kind: u32,
+        len: usize,
+    },
     UnknownKind(u32),
     UnknownMemOp(u32),
 }
@@ -53,7 +56,9 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
 fn mem_op(e: &MemEvent) -> Result<MemOp, DecodeError> {
     let [a0, a1, a2, a3, a4] = e.args;
     Ok(match e.op {
-        mem_op::MMAP => MemOp::Mmap { addr: e.ret, len: a1, prot: a2 as u32, flags: a3 as u32, fd: a4 as i32 },
+        mem_op::MMAP => {
+            MemOp::Mmap { addr: e.ret, len: a1, prot: a2 as u32, flags: a3 as u32, fd: a4 as i32 }
+        }
         mem_op::MUNMAP => MemOp::Munmap { addr: a0, len: a1 },
         mem_op::MREMAP => {
             MemOp::Mremap { old_addr: a0, old_len: a1, new_addr: e.ret, new_len: a2, flags: a3 as u32 }
@@ -97,7 +102,13 @@ mod tests {
 
     #[test]
     fn mremap_and_brk() {
-        let mut e = MemEvent { header: header(kind::MEM), op: mem_op::MREMAP, _pad: 0, args: [1, 2, 3, 1, 0], ret: 9 };
+        let mut e = MemEvent {
+            header: header(kind::MEM),
+            op: mem_op::MREMAP,
+            _pad: 0,
+            args: [1, 2, 3, 1, 0],
+            ret: 9,
+        };
         assert_eq!(
             decode(&bytes(&e)).unwrap().kind,
             EventKind::Mem(MemOp::Mremap { old_addr: 1, old_len: 2, new_addr: 9, new_len: 3, flags: 1 })
@@ -108,7 +119,13 @@ mod tests {
 
     #[test]
     fn oom_sizes_become_bytes() {
-        let e = OomEvent { header: header(kind::OOM), total_vm_kb: 1, anon_rss_kb: 2, file_rss_kb: 3, shmem_rss_kb: 4 };
+        let e = OomEvent {
+            header: header(kind::OOM),
+            total_vm_kb: 1,
+            anon_rss_kb: 2,
+            file_rss_kb: 3,
+            shmem_rss_kb: 4,
+        };
         assert_eq!(
             decode(&bytes(&e)).unwrap().kind,
             EventKind::OomVictim { anon_rss: 2048, file_rss: 3072, shmem_rss: 4096, total_vm: 1024 }

@@ -35,7 +35,8 @@ pub enum PreflightError {
 pub fn check() -> Result<(), PreflightError> {
     check_privileges()?;
     raise_memlock_limit();
-    let tracefs = TRACEFS.iter().map(Path::new).find(|p| p.join("events").is_dir()).ok_or(PreflightError::NoTracefs)?;
+    let tracefs =
+        TRACEFS.iter().map(Path::new).find(|p| p.join("events").is_dir()).ok_or(PreflightError::NoTracefs)?;
     for (path, name) in [
         ("sched/sched_process_exit", "sched:sched_process_exit"),
         ("raw_syscalls/sys_exit", "raw_syscalls:sys_exit"),

@@ -192,14 +192,17 @@ impl Heaptrace {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.records.recv_timeout(left) {
                 Ok(line) => {
-                    let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
+                    let v: Value =
+                        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
                     self.seen.push(v.clone());
                     if pred(&v) {
                         return v;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => panic!("no {what} from heaptrace within {WAIT:?}"),
-                Err(RecvTimeoutError::Disconnected) => panic!("heaptrace ended before a {what}; seen: {:?}", self.seen),
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("heaptrace ended before a {what}; seen: {:?}", self.seen)
+                }
             }
         }
     }
@@ -213,7 +216,8 @@ impl Heaptrace {
     /// have begun, and drained the ring buffer, just before now.)
     pub fn fresh_snapshot(&mut self, pid: u32) -> Value {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-        let is_fresh = |v: &Value| v["type"] == "snapshot" && v["pid"] == pid && v["ts"].as_f64().unwrap() > now;
+        let is_fresh =
+            |v: &Value| v["type"] == "snapshot" && v["pid"] == pid && v["ts"].as_f64().unwrap() > now;
         self.next_matching("fresh snapshot", is_fresh);
         self.next_matching("fresh snapshot", is_fresh)
     }
