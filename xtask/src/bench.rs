@@ -345,8 +345,10 @@ fn report(
     let _ = writeln!(s, "## End to end: storm time per iteration\n");
     let _ = writeln!(
         s,
-        "{rounds} rounds; each round runs every setup once, in this order. Medians, with the quartiles: \
-         run-to-run spread on a VM is large, so read the ratio together with the quartiles.\n"
+        "{rounds} rounds; each round runs every setup once, in this order. Medians, with the quartiles. \
+         On a VM whose host is busy, identical runs differ by ±10 % or more, in the same process as between \
+         processes: read the ratios together with the quartiles, and take the two tables below, which \
+         that noise does not reach, for the precise cost.\n"
     );
     let _ = writeln!(
         s,
