@@ -73,7 +73,7 @@ pub async fn run(config: Config, sink: &mut dyn Sink) -> Result<Stop> {
             Err(e) => return Err(e).context(format!("attaching to pid {pid}")),
         }
     }
-    if collector.model.live_pids().is_empty() {
+    if !collector.model.any_live() {
         anyhow::bail!("none of the given processes is running any more");
     }
 
@@ -127,7 +127,7 @@ impl Collector<'_> {
                     self.emit(&out)?;
                 }
             }
-            if self.model.live_pids().is_empty() {
+            if !self.model.any_live() {
                 return Ok(Stop::AllExited);
             }
         }

@@ -77,13 +77,21 @@ pub struct Sample {
 }
 
 /// Call counters kept in the kernel (exact even when events are dropped).
+/// Named `*_calls` on the wire, where records flatten them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallCounts {
+    #[serde(rename = "mmap_calls")]
     pub mmap: u64,
+    #[serde(rename = "munmap_calls")]
     pub munmap: u64,
+    #[serde(rename = "mremap_calls")]
     pub mremap: u64,
-    pub brk: u64,
+    #[serde(rename = "mprotect_calls")]
     pub mprotect: u64,
+    #[serde(rename = "brk_calls")]
+    pub brk: u64,
+    /// Memory syscalls that returned an error.
+    #[serde(rename = "failed_calls")]
     pub failed: u64,
 }
 

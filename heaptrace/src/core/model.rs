@@ -135,6 +135,11 @@ impl Model {
         (ts_ns as i64 + self.cfg.wall_offset_ns) as f64 / 1e9
     }
 
+    /// Whether any traced process is still running.
+    pub fn any_live(&self) -> bool {
+        self.processes.values().any(|p| p.exited_ns.is_none())
+    }
+
     /// Pids still being traced (attached and not exited).
     pub fn live_pids(&self) -> Vec<u32> {
         self.processes.values().filter(|p| p.exited_ns.is_none()).map(|p| p.pid).collect()
@@ -165,12 +170,7 @@ impl Model {
                 mapped_file_bytes: t.mapped_file,
                 committed_bytes: t.committed,
                 brk_bytes: p.brk_bytes(),
-                mmap_calls: p.calls.mmap,
-                munmap_calls: p.calls.munmap,
-                mremap_calls: p.calls.mremap,
-                mprotect_calls: p.calls.mprotect,
-                brk_calls: p.calls.brk,
-                failed_calls: p.calls.failed,
+                calls: p.calls,
                 rss_growth_bytes: p.rss_growth(),
                 rss_growth_bytes_per_s: p.rss_growth_per_s(),
                 mapped_growth_bytes: delta(t.mapped, base.totals.mapped),
@@ -281,11 +281,7 @@ fn process_summary(p: &ProcessState, now_ns: u64) -> ProcessSummary {
         mapped_bytes: t.mapped,
         committed_bytes: t.committed,
         brk_bytes: p.brk_bytes(),
-        mmap_calls: p.calls.mmap,
-        munmap_calls: p.calls.munmap,
-        mremap_calls: p.calls.mremap,
-        mprotect_calls: p.calls.mprotect,
-        brk_calls: p.calls.brk,
+        calls: p.calls,
         large_mappings: p.large_mappings,
         growth_by_chunk_size,
         largest_mappings: chunks

@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use super::input::CallCounts;
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Record {
@@ -34,12 +36,9 @@ pub struct Snapshot {
     /// The part of `mapped_bytes` that is not PROT_NONE.
     pub committed_bytes: u64,
     pub brk_bytes: u64,
-    pub mmap_calls: u64,
-    pub munmap_calls: u64,
-    pub mremap_calls: u64,
-    pub mprotect_calls: u64,
-    pub brk_calls: u64,
-    pub failed_calls: u64,
+    /// `mmap_calls`, `munmap_calls`, ... since attach.
+    #[serde(flatten)]
+    pub calls: CallCounts,
     /// RSS now minus RSS at attach.
     pub rss_growth_bytes: i64,
     /// `rss_growth_bytes` over the time since attach.
@@ -133,11 +132,8 @@ pub struct ProcessSummary {
     pub mapped_bytes: u64,
     pub committed_bytes: u64,
     pub brk_bytes: u64,
-    pub mmap_calls: u64,
-    pub munmap_calls: u64,
-    pub mremap_calls: u64,
-    pub mprotect_calls: u64,
-    pub brk_calls: u64,
+    #[serde(flatten)]
+    pub calls: CallCounts,
     pub large_mappings: u64,
     /// Change in committed bytes per chunk-size class, largest change first.
     pub growth_by_chunk_size: Vec<ChunkClassGrowth>,

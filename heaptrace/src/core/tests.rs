@@ -111,7 +111,7 @@ fn samples_drive_rss_and_call_counts() {
         &mut Vec::new(),
     );
     let s = snapshot(&mut m, 10, 3 * SEC);
-    assert_eq!((s.mmap_calls, s.munmap_calls), (5, 3));
+    assert_eq!((s.calls.mmap, s.calls.munmap), (5, 3));
     assert_eq!(s.rss_growth_bytes, (20 * M) as i64);
     assert_eq!(s.rss_growth_bytes_per_s, (10 * M) as f64);
     // A sample without status (process gone) keeps the last good figures.

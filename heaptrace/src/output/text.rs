@@ -104,8 +104,8 @@ fn snapshot_line(o: &mut impl Write, s: &Snapshot) -> io::Result<()> {
         fmt_delta(s.mapped_growth_bytes),
         b(s.brk_bytes),
         fmt_delta(s.brk_growth_bytes),
-        s.mmap_calls,
-        s.munmap_calls,
+        s.calls.mmap,
+        s.calls.munmap,
     )
 }
 
@@ -156,7 +156,7 @@ fn process_summary(o: &mut impl Write, p: &ProcessSummary) -> io::Result<()> {
     writeln!(
         o,
         "  calls:     mmap {}, munmap {}, mremap {}, mprotect {}, brk {}; {} large mappings",
-        p.mmap_calls, p.munmap_calls, p.mremap_calls, p.mprotect_calls, p.brk_calls, p.large_mappings
+        p.calls.mmap, p.calls.munmap, p.calls.mremap, p.calls.mprotect, p.calls.brk, p.large_mappings
     )?;
     if !p.growth_by_chunk_size.is_empty() {
         let classes: Vec<String> = p
