@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
+bash scripts/fetch-node.sh   # Node 18-26 and Debian's 18, for the GC tests (cached)
 export PATH="$HOME/.cargo/bin:$PATH"
 
 echo "== cargo fmt --check"

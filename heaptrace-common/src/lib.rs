@@ -17,6 +17,8 @@ pub mod kind {
     pub const EXIT: u32 = 2;
     /// The kernel's OOM killer chose a traced process: [`super::OomEvent`].
     pub const OOM: u32 = 3;
+    /// One V8 garbage-collection pause ended: [`super::GcEvent`].
+    pub const GC: u32 = 4;
 }
 
 /// Architecture-neutral names for the memory syscalls heaptrace follows.
@@ -128,6 +130,70 @@ pub struct PendingSyscall {
     pub args: [u64; 5],
 }
 
+/// One V8 pause, from `GCTracer::StartObservablePause` to
+/// `StopObservablePause`, emitted after it ended.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GcEvent {
+    /// `header.ts_ns` is the kernel time at the pause's start.
+    pub header: EventHeader,
+    /// The pause's length in ns: from V8's own timestamps where the V8
+    /// version passes them (µs resolution), else kernel time at the two
+    /// probes.
+    pub pause_ns: u64,
+    /// `Heap::SizeOfObjects()` at the start and end of the pause; 0 if not
+    /// seen.
+    pub heap_before: u64,
+    pub heap_after: u64,
+    /// V8's `GarbageCollector` (0 scavenger, 1 mark-compact, 2 minor MC/MS).
+    pub collector: u32,
+    /// V8's `GarbageCollectionReason`, or [`GC_REASON_UNKNOWN`].
+    pub reason: u32,
+    /// [`gc_flags`].
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+pub const GC_REASON_UNKNOWN: u32 = u32::MAX;
+
+pub mod gc_flags {
+    /// `pause_ns` came from V8's own timestamps.
+    pub const V8_TIMESTAMPS: u32 = 1;
+    /// The collector was known (from the probe that reports it).
+    pub const COLLECTOR_KNOWN: u32 = 2;
+}
+
+/// Per-thread state of a GC in progress (each isolate GCs on its own
+/// thread, so the thread id keys it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GcThreadState {
+    /// Kernel time at StartObservablePause.
+    pub start_ns: u64,
+    /// V8's start timestamp (µs), when the version passes one.
+    pub v8_start_us: u64,
+    pub heap_before: u64,
+    pub heap_after: u64,
+    pub reason: u32,
+    pub collector: u32,
+    /// Which safepoint function the thread is inside: [`gc_safepoint`].
+    pub safepoint: u32,
+    pub flags: u32,
+}
+
+pub mod gc_safepoint {
+    pub const NONE: u32 = 0;
+    /// Inside `GCTracer::StartInSafepoint`: SizeOfObjects gives "before".
+    pub const START: u32 = 1;
+    /// Inside `GCTracer::StopInSafepoint`: SizeOfObjects gives "after".
+    pub const STOP: u32 = 2;
+}
+
+/// Capacity of the per-thread GC state map.
+pub const MAX_GC_THREADS: u32 = 16_384;
+
+const _: () = assert!(core::mem::size_of::<GcEvent>() == 72);
+const _: () = assert!(core::mem::size_of::<GcThreadState>() == 48);
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 32);
 const _: () = assert!(core::mem::size_of::<MemEvent>() == 88);
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 32);

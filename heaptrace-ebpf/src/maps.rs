@@ -5,7 +5,8 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
 };
 use heaptrace_common::{
-    MAX_PENDING_SYSCALLS, MAX_TRACED_PROCESSES, PendingSyscall, ProcCounters, RING_BUFFER_BYTES,
+    GcThreadState, MAX_GC_THREADS, MAX_PENDING_SYSCALLS, MAX_TRACED_PROCESSES, PendingSyscall, ProcCounters,
+    RING_BUFFER_BYTES,
 };
 
 /// The traced set: tgid → that process's counters. Userspace inserts and
@@ -26,6 +27,12 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// keyed by thread id, consumed at exit.
 #[map]
 pub static PENDING: HashMap<u32, PendingSyscall> = HashMap::with_max_entries(MAX_PENDING_SYSCALLS, 0);
+
+/// GC in progress per thread id (see gc.rs). Entries of threads that exit
+/// are evicted by the LRU policy, so the map cannot fill up.
+#[map]
+pub static GC_THREADS: aya_ebpf::maps::LruHashMap<u32, GcThreadState> =
+    aya_ebpf::maps::LruHashMap::with_max_entries(MAX_GC_THREADS, 0);
 
 /// Submit flag for frequent events: no wakeup. The collector drains on a
 /// 20 ms timer, so a wakeup inside the traced process's syscall (or, later,

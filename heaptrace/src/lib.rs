@@ -11,5 +11,6 @@ pub mod core;
 pub mod kernel;
 pub mod output;
 pub mod run;
+pub mod symbols;
 pub mod target;
 pub mod units;

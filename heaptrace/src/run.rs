@@ -16,6 +16,7 @@ use crate::{
     core::{Event, EventKind, Input, Model, ModelConfig, Record, Sample},
     kernel::Tracer,
     output::Sink,
+    symbols::{SymbolCache, V8Lookup},
     target,
 };
 
@@ -58,13 +59,20 @@ pub async fn run(config: Config, sink: &mut dyn Sink) -> Result<Stop> {
         mem_hook: tracer.mem_hook().to_owned(),
     });
     let mut collector = Collector { tracer: &mut tracer, model: &mut model, sink, missing: HashMap::new() };
+    let mut symbols = SymbolCache::default();
 
     for &pid in &config.pids {
         // Into the kernel's traced set first, then read the baseline: events
         // that race the read are applied on top of it, which is idempotent.
         collector.tracer.trace(pid)?;
         match target::process_info(pid, clock::monotonic_ns()) {
-            Ok(info) => collector.model.apply(Input::Attach(info), &mut Vec::new()),
+            Ok(info) => {
+                let comm = info.comm.clone();
+                collector.model.apply(Input::Attach(info), &mut Vec::new());
+                if attach_gc_probes(collector.tracer, &mut symbols, pid, &comm, config.verbose) {
+                    collector.model.set_gc_probed(pid);
+                }
+            }
             Err(target::TargetError::NoSuchProcess(_)) => {
                 // It exited between the check and the attach.
                 collector.tracer.untrace(pid);
@@ -87,6 +95,65 @@ pub async fn run(config: Config, sink: &mut dyn Sink) -> Result<Stop> {
         Ok(()) => Ok(stop),
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Stop::OutputClosed),
         Err(e) => Err(e).context("writing output"),
+    }
+}
+
+/// Finds V8 in the process and attaches the GC probes. When it cannot, says
+/// why on stderr and returns false: memory tracing goes on regardless.
+fn attach_gc_probes(
+    tracer: &mut Tracer,
+    symbols: &mut SymbolCache,
+    pid: u32,
+    comm: &str,
+    verbose: bool,
+) -> bool {
+    let v8 = match symbols.find_in_process(pid) {
+        Ok(V8Lookup::Found(v8)) => v8,
+        Ok(V8Lookup::NotFound { looked_at }) => {
+            let files: Vec<String> = looked_at
+                .iter()
+                .map(|(path, id)| format!("{path} (build-id {})", id.as_deref().unwrap_or("none")))
+                .collect();
+            eprintln!(
+                "heaptrace: pid {pid} ({comm}): no V8 garbage-collector symbols in {}: not a Node.js process, \
+                 or a stripped binary; tracing memory only",
+                files.join(", ")
+            );
+            return false;
+        }
+        Err(e) => {
+            eprintln!(
+                "heaptrace: pid {pid} ({comm}): cannot read its binary for V8 symbols ({e}); tracing memory only"
+            );
+            return false;
+        }
+    };
+    match tracer.attach_gc(pid, &v8) {
+        Ok(report) => {
+            if !report.missing.is_empty() {
+                eprintln!(
+                    "heaptrace: pid {pid} ({comm}): V8 functions not found in {}: {} (their figures will be missing)",
+                    v8.display_path,
+                    report.missing.join(", ")
+                );
+            }
+            if verbose {
+                eprintln!(
+                    "heaptrace: pid {pid}: GC probes on {} (build-id {}, {}): {}",
+                    v8.display_path,
+                    v8.symbols.build_id.as_deref().unwrap_or("none"),
+                    if report.v8_timestamps { "V8's own pause timestamps" } else { "kernel timestamps" },
+                    report.attached.join(", ")
+                );
+            }
+            true
+        }
+        Err(e) => {
+            eprintln!(
+                "heaptrace: pid {pid} ({comm}): GC probes could not be attached ({e:#}); tracing memory only"
+            );
+            false
+        }
     }
 }
 

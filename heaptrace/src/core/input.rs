@@ -118,6 +118,23 @@ pub enum EventKind {
         shmem_rss: u64,
         total_vm: u64,
     },
+    /// One V8 garbage-collection pause (event time = its start).
+    Gc(GcPause),
+}
+
+/// A V8 pause as the probes saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcPause {
+    pub pause_ns: u64,
+    /// `Heap::SizeOfObjects()` before and after; 0 if not seen.
+    pub heap_before: u64,
+    pub heap_after: u64,
+    /// V8's `GarbageCollector`, if a probe reported it.
+    pub collector: Option<u32>,
+    /// V8's `GarbageCollectionReason`, if `Heap::CollectGarbage` was seen.
+    pub reason: Option<u32>,
+    /// Duration from V8's own timestamps (V8 >= 12.4).
+    pub v8_timestamps: bool,
 }
 
 /// A successful memory syscall, with the values the kernel acted on.

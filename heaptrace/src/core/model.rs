@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 
 use super::{
+    gc::{GcKind, collector_name, reason_name},
     input::{Event, EventKind, Input, MemOp, Sample},
     process::{ProcessState, chunk_classes, delta},
     record::{
-        ChunkClassGrowth, Dropped, Exit, LargeMapping, LiveMapping, Oom, ProcessSummary, Record, Snapshot,
-        Summary,
+        ChunkClassGrowth, Dropped, Exit, Gc, GcSummary, LargeMapping, LiveMapping, Oom, ProcessSummary,
+        Record, Snapshot, Summary,
     },
 };
 use crate::units::{fmt_bytes, fmt_delta, fmt_size_class};
@@ -101,6 +102,20 @@ impl Model {
                     }));
                 }
             }
+            EventKind::Gc(pause) => {
+                p.gc.record(event.ts_ns, &pause);
+                out.push(Record::Gc(Gc {
+                    ts,
+                    pid: event.pid,
+                    tid: event.tid,
+                    kind: GcKind::of(pause.collector).name(),
+                    collector: collector_name(pause.collector, pause.v8_timestamps),
+                    reason: reason_name(pause.reason),
+                    pause_ns: pause.pause_ns,
+                    heap_before_bytes: pause.heap_before,
+                    heap_after_bytes: pause.heap_after,
+                }));
+            }
             EventKind::OomVictim { anon_rss, file_rss, shmem_rss, total_vm } => {
                 p.oom_killed = true;
                 out.push(Record::Oom(Oom {
@@ -145,6 +160,13 @@ impl Model {
         self.processes.values().filter(|p| p.exited_ns.is_none()).map(|p| p.pid).collect()
     }
 
+    /// Marks a process as having GC probes (its summary then has GC figures).
+    pub fn set_gc_probed(&mut self, pid: u32) {
+        if let Some(p) = self.processes.get_mut(&pid) {
+            p.gc_probed = true;
+        }
+    }
+
     pub fn has_exited(&self, pid: u32) -> bool {
         self.processes.get(&pid).is_some_and(|p| p.exited_ns.is_some())
     }
@@ -177,6 +199,8 @@ impl Model {
                 committed_growth_bytes: delta(t.committed, base.totals.committed),
                 brk_growth_bytes: delta(p.brk_bytes(), base.brk_bytes),
                 cgroup_id: p.cgroup_id,
+                gc_count: p.gc.count,
+                gc_pause_ns: p.gc.total_pause_ns,
             }));
         }
     }
@@ -295,10 +319,26 @@ fn process_summary(p: &ProcessState, now_ns: u64) -> ProcessSummary {
                 shared: c.shared,
             })
             .collect(),
+        gc: p.gc_probed.then(|| gc_summary(p, now_ns)),
         finding: String::new(),
     };
     s.finding = finding(&s, delta(t.committed_anon, base.totals.committed_anon));
     s
+}
+
+fn gc_summary(p: &ProcessState, now_ns: u64) -> GcSummary {
+    let g = &p.gc;
+    let traced_s = p.seconds_traced(now_ns);
+    GcSummary {
+        count: g.count,
+        minor: g.quantiles(GcKind::Minor),
+        major: g.quantiles(GcKind::Major),
+        total_pause_ms: g.total_pause_ns as f64 / 1e6,
+        pause_time_share: if traced_s > 0.0 { g.total_pause_ns as f64 / 1e9 / traced_s } else { 0.0 },
+        gcs_per_s: if traced_s > 0.0 { g.count as f64 / traced_s } else { 0.0 },
+        heap_after_last_major_bytes: g.heap_after_last_major,
+        reclaimed_bytes: g.reclaimed_bytes,
+    }
 }
 
 /// One sentence: how much RSS moved, and where it went.

@@ -25,6 +25,9 @@ pub struct ProcessState {
     pub large_mappings: u64,
     pub exited_ns: Option<u64>,
     pub oom_killed: bool,
+    pub gc: super::gc::GcStats,
+    /// Whether GC probes are attached (set by the collector when it knows).
+    pub gc_probed: bool,
 }
 
 pub struct Baseline {
@@ -69,6 +72,8 @@ impl ProcessState {
             large_mappings: 0,
             exited_ns: None,
             oom_killed: false,
+            gc: Default::default(),
+            gc_probed: false,
         };
         state.baseline.brk_bytes = state.brk_bytes();
         state

@@ -12,6 +12,7 @@ pub enum Record {
     Mapping(LargeMapping),
     Exit(Exit),
     Oom(Oom),
+    Gc(Gc),
     Dropped(Dropped),
     Summary(Summary),
 }
@@ -48,6 +49,43 @@ pub struct Snapshot {
     pub brk_growth_bytes: i64,
     /// Cgroup (v2) of the last event seen from this process; 0 before any.
     pub cgroup_id: u64,
+    /// V8 garbage-collection pauses since attach (0 if not a V8 process).
+    pub gc_count: u64,
+    /// Their total length.
+    pub gc_pause_ns: u64,
+}
+
+/// One V8 garbage-collection pause.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Gc {
+    /// Start of the pause.
+    pub ts: f64,
+    pub pid: u32,
+    /// The isolate's thread (workers have their own).
+    pub tid: u32,
+    /// `minor`, `major` (or `unknown`), as prom-client names them.
+    pub kind: &'static str,
+    /// V8's name: Scavenge, Mark-Compact, Minor Mark-Sweep, ...
+    pub collector: &'static str,
+    /// V8's GarbageCollectionReason, e.g. "allocation failure".
+    pub reason: &'static str,
+    pub pause_ns: u64,
+    pub heap_before_bytes: u64,
+    pub heap_after_bytes: u64,
+}
+
+/// GC figures of one process, in the summary.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GcSummary {
+    pub count: u64,
+    pub minor: crate::core::gc::PauseQuantiles,
+    pub major: crate::core::gc::PauseQuantiles,
+    pub total_pause_ms: f64,
+    /// Share of wall time spent in pauses (1 minus V8's mutator utilization).
+    pub pause_time_share: f64,
+    pub gcs_per_s: f64,
+    pub heap_after_last_major_bytes: Option<u64>,
+    pub reclaimed_bytes: u64,
 }
 
 /// A mapping change at or above the large-mapping threshold.
@@ -138,6 +176,8 @@ pub struct ProcessSummary {
     /// Change in committed bytes per chunk-size class, largest change first.
     pub growth_by_chunk_size: Vec<ChunkClassGrowth>,
     pub largest_mappings: Vec<LiveMapping>,
+    /// V8 garbage collection; absent for processes without GC probes.
+    pub gc: Option<GcSummary>,
     /// One sentence a person can act on.
     pub finding: String,
 }

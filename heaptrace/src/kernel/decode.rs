@@ -1,9 +1,11 @@
 //! Ring-buffer bytes → core events. Pure: unit-tested on bytes built from
 //! the shared wire types.
 
-use heaptrace_common::{EventHeader, ExitEvent, MemEvent, OomEvent, kind, mem_op};
+use heaptrace_common::{
+    EventHeader, ExitEvent, GC_REASON_UNKNOWN, GcEvent, MemEvent, OomEvent, gc_flags, kind, mem_op,
+};
 
-use crate::core::{Event, EventKind, MemOp};
+use crate::core::{Event, EventKind, MemOp, input::GcPause};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum DecodeError {
@@ -47,6 +49,17 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 shmem_rss: e.shmem_rss_kb * 1024,
                 total_vm: e.total_vm_kb * 1024,
             }
+        }
+        kind::GC => {
+            let e: GcEvent = read(bytes).ok_or(truncated)?;
+            EventKind::Gc(GcPause {
+                pause_ns: e.pause_ns,
+                heap_before: e.heap_before,
+                heap_after: e.heap_after,
+                collector: (e.flags & gc_flags::COLLECTOR_KNOWN != 0).then_some(e.collector),
+                reason: (e.reason != GC_REASON_UNKNOWN).then_some(e.reason),
+                v8_timestamps: e.flags & gc_flags::V8_TIMESTAMPS != 0,
+            })
         }
         other => return Err(DecodeError::UnknownKind(other)),
     };
@@ -130,6 +143,32 @@ mod tests {
             decode(&bytes(&e)).unwrap().kind,
             EventKind::OomVictim { anon_rss: 2048, file_rss: 3072, shmem_rss: 4096, total_vm: 1024 }
         );
+    }
+
+    #[test]
+    fn gc_pauses() {
+        let e = GcEvent {
+            header: header(kind::GC),
+            pause_ns: 512_000,
+            heap_before: 9 << 20,
+            heap_after: 3 << 20,
+            collector: 1,
+            reason: 9,
+            flags: gc_flags::V8_TIMESTAMPS | gc_flags::COLLECTOR_KNOWN,
+            _pad: 0,
+        };
+        let want = GcPause {
+            pause_ns: 512_000,
+            heap_before: 9 << 20,
+            heap_after: 3 << 20,
+            collector: Some(1),
+            reason: Some(9),
+            v8_timestamps: true,
+        };
+        assert_eq!(decode(&bytes(&e)).unwrap().kind, EventKind::Gc(want));
+        let unknown = GcEvent { header: header(kind::GC), reason: GC_REASON_UNKNOWN, ..Default::default() };
+        let EventKind::Gc(p) = decode(&bytes(&unknown)).unwrap().kind else { panic!() };
+        assert_eq!((p.collector, p.reason, p.v8_timestamps), (None, None, false));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::io;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint, UProbe, uprobe::UProbeLinkId},
 };
 use heaptrace_common::{ProcCounters, mem_op};
 use thiserror::Error;
@@ -82,7 +82,36 @@ pub struct Tracer {
     mem_hook: String,
     notes: Vec<String>,
     undecodable: u64,
+    /// GC uprobe programs loaded (once, on first use).
+    gc_loaded: bool,
+    /// Uprobe links per traced process, to detach when it goes.
+    gc_links: std::collections::HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
 }
+
+/// What attaching the GC probes to one process did.
+#[derive(Debug, Clone)]
+pub struct GcAttach {
+    /// Whether V8 passes its own pause timestamps (V8 >= 12.4).
+    pub v8_timestamps: bool,
+    /// Probe points attached, as "Function (n)".
+    pub attached: Vec<String>,
+    /// Functions not found (the figure they feed is missing).
+    pub missing: Vec<&'static str>,
+}
+
+/// Every GC uprobe program in the object (see heaptrace-ebpf/src/gc.rs).
+const GC_PROGRAMS: [&str; 10] = [
+    "gc_collect_garbage",
+    "gc_pause_start_v8ts",
+    "gc_pause_start_legacy",
+    "gc_pause_stop_v8ts",
+    "gc_pause_stop_legacy",
+    "gc_start_in_safepoint",
+    "gc_stop_in_safepoint",
+    "gc_safepoint_return",
+    "gc_size_of_objects_return",
+    "gc_epilogue_legacy",
+];
 
 impl Tracer {
     /// Checks privileges and kernel features, loads the programs and
@@ -122,7 +151,17 @@ impl Tracer {
         // until the RingBuf is dropped, and the AsyncFd owns the RingBuf.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| KernelError::Io(io::Error::other(e.to_string())))?;
-        Ok(Self { _ebpf: ebpf, traced, drops, ring, mem_hook, notes, undecodable: 0 })
+        Ok(Self {
+            _ebpf: ebpf,
+            traced,
+            drops,
+            ring,
+            mem_hook,
+            notes,
+            undecodable: 0,
+            gc_loaded: false,
+            gc_links: Default::default(),
+        })
     }
 
     /// Which memory-syscall hook is attached, for people.
@@ -140,10 +179,77 @@ impl Tracer {
         Ok(self.traced.insert(&pid, &ProcCounters::default(), 0)?)
     }
 
-    /// Removes a process from the traced set (it is gone, or detached).
+    /// Removes a process from the traced set (it is gone, or detached) and
+    /// detaches its GC probes.
     pub fn untrace(&mut self, pid: u32) {
         // Absent already (e.g. removed twice) is fine.
         let _ = self.traced.remove(&pid);
+        for (program, link) in self.gc_links.remove(&pid).unwrap_or_default() {
+            if let Some(prog) = self._ebpf.program_mut(program).and_then(|p| <&mut UProbe>::try_from(p).ok())
+            {
+                let _ = prog.detach(link);
+            }
+        }
+    }
+
+    /// Attaches the V8 GC probes to one process, by file offset, scoped to
+    /// that process (other processes of the same binary never trap).
+    pub fn attach_gc(&mut self, pid: u32, v8: &crate::symbols::ProcessV8) -> Result<GcAttach, KernelError> {
+        use crate::symbols::V8Function as F;
+        if !self.gc_loaded {
+            for program in GC_PROGRAMS {
+                let prog: &mut UProbe = program_mut(&mut self._ebpf, program)?;
+                match prog.load() {
+                    Ok(()) | Err(ProgramError::AlreadyLoaded) => {}
+                    Err(source) => return Err(KernelError::Program { program, action: "loaded", source }),
+                }
+            }
+            self.gc_loaded = true;
+        }
+        let symbols = &v8.symbols;
+        let v8_timestamps = symbols.passes_timestamps();
+        let (start, stop) = if v8_timestamps {
+            ("gc_pause_start_v8ts", "gc_pause_stop_v8ts")
+        } else {
+            ("gc_pause_start_legacy", "gc_pause_stop_legacy")
+        };
+        let mut plan: Vec<(F, &'static str)> = vec![
+            (F::CollectGarbage, "gc_collect_garbage"),
+            (F::StartObservablePause, start),
+            (F::StopObservablePause, stop),
+            (F::StartInSafepoint, "gc_start_in_safepoint"),
+            (F::StartInSafepoint, "gc_safepoint_return"),
+            (F::StopInSafepoint, "gc_stop_in_safepoint"),
+            (F::StopInSafepoint, "gc_safepoint_return"),
+            (F::SizeOfObjects, "gc_size_of_objects_return"),
+        ];
+        if !v8_timestamps {
+            // Older V8 does not pass the collector to StopObservablePause.
+            plan.push((F::GarbageCollectionEpilogue, "gc_epilogue_legacy"));
+        }
+        let scope = aya::programs::uprobe::UProbeScope::OneProcess(
+            std::num::NonZeroU32::new(pid).ok_or_else(|| KernelError::NoMemHook("pid 0".into()))?,
+        );
+        let mut attached = Vec::new();
+        let mut missing = Vec::new();
+        let mut links = Vec::new();
+        for (function, program) in plan {
+            let offsets = symbols.offsets(function);
+            if offsets.is_empty() {
+                if !missing.contains(&function.name()) {
+                    missing.push(function.name());
+                }
+                continue;
+            }
+            let prog: &mut UProbe = program_mut(&mut self._ebpf, program)?;
+            let link = prog
+                .attach(offsets.iter().copied(), &v8.attach_path, scope)
+                .map_err(|source| KernelError::Program { program, action: "attached", source })?;
+            links.push((program, link));
+            attached.push(format!("{} ({program})", function.name()));
+        }
+        self.gc_links.entry(pid).or_default().extend(links);
+        Ok(GcAttach { v8_timestamps, attached, missing })
     }
 
     /// The kernel's call counters for a traced process.

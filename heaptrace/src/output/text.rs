@@ -68,6 +68,19 @@ impl<W: Write> Sink for TextSink<W> {
                 b(k.shmem_rss_bytes),
                 b(k.vm_bytes)
             )?,
+            // Like a `node --trace-gc` line: collector, heap MB before -> after, pause, reason.
+            Record::Gc(g) => writeln!(
+                o,
+                "{} {:>7}:{:<7} {} {:.1} -> {:.1} MB, {:.2} ms  {}",
+                clock(g.ts),
+                g.pid,
+                g.tid,
+                g.collector,
+                g.heap_before_bytes as f64 / 1048576.0,
+                g.heap_after_bytes as f64 / 1048576.0,
+                g.pause_ns as f64 / 1e6,
+                g.reason
+            )?,
             Record::Dropped(d) => writeln!(
                 o,
                 "{} WARNING: {} events lost ({}), {} in total; mapping figures may be off from here on",
@@ -158,6 +171,26 @@ fn process_summary(o: &mut impl Write, p: &ProcessSummary) -> io::Result<()> {
         "  calls:     mmap {}, munmap {}, mremap {}, mprotect {}, brk {}; {} large mappings",
         p.calls.mmap, p.calls.munmap, p.calls.mremap, p.calls.mprotect, p.calls.brk, p.large_mappings
     )?;
+    if let Some(gc) = &p.gc {
+        writeln!(
+            o,
+            "  gc:        {} pauses ({:.1}/s), {:.1} ms in total, {:.2} % of wall time; heap after last major GC {}",
+            gc.count,
+            gc.gcs_per_s,
+            gc.total_pause_ms,
+            gc.pause_time_share * 100.0,
+            gc.heap_after_last_major_bytes.map_or("-".into(), b),
+        )?;
+        for (kind, q) in [("minor", &gc.minor), ("major", &gc.major)] {
+            if q.count > 0 {
+                writeln!(
+                    o,
+                    "    {kind:<5} {:>6} pauses, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                    q.count, q.p50_ms, q.p90_ms, q.p99_ms, q.max_ms
+                )?;
+            }
+        }
+    }
     if !p.growth_by_chunk_size.is_empty() {
         let classes: Vec<String> = p
             .growth_by_chunk_size

@@ -1,0 +1,200 @@
+//! V8 garbage-collection pauses, from uprobes on V8's own GC tracer.
+//!
+//! One pause is `GCTracer::StartObservablePause` → `StopObservablePause`
+//! (`--trace-gc` prints its line inside the latter). Per thread, because each
+//! isolate (main thread, workers) collects on its own thread:
+//! - `Heap::CollectGarbage` entry gives the reason (arg 2);
+//! - StartObservablePause gives the start (V8's µs timestamp in arg 1 on
+//!   V8 >= 12.4, else kernel time);
+//! - `Heap::SizeOfObjects` returning while the thread is inside
+//!   `StartInSafepoint` / `StopInSafepoint` gives heap used before / after;
+//! - the collector comes from StopObservablePause arg 1 (V8 >= 12.4) or
+//!   `Heap::GarbageCollectionEpilogue` arg 1 (older);
+//! - StopObservablePause emits the event, without a wakeup: waking the
+//!   collector here would lengthen the very pause being measured.
+//!
+//! Userspace attaches either the `_v8ts` or the `_legacy` variants per
+//! process, from the functions' mangled signatures.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::{uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+use heaptrace_common::{
+    EventHeader, GC_REASON_UNKNOWN, GcEvent, GcThreadState, gc_flags, gc_safepoint, kind,
+};
+
+use crate::maps::{EVENTS, GC_THREADS, QUIET, TRACED, count_drop};
+
+/// The calling thread's GC state, if its process is traced.
+#[inline(always)]
+fn thread_state(create: bool) -> Option<(u64, *mut GcThreadState)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    TRACED.get_ptr(&((pid_tgid >> 32) as u32))?;
+    let tid = pid_tgid as u32;
+    if let Some(state) = GC_THREADS.get_ptr_mut(&tid) {
+        return Some((pid_tgid, state));
+    }
+    if !create {
+        return None;
+    }
+    let fresh = GcThreadState { reason: GC_REASON_UNKNOWN, ..Default::default() };
+    GC_THREADS.insert(&tid, &fresh, 0).ok()?;
+    Some((pid_tgid, GC_THREADS.get_ptr_mut(&tid)?))
+}
+
+#[uprobe]
+pub fn gc_collect_garbage(ctx: ProbeContext) -> u32 {
+    if let Some((_, state)) = thread_state(true) {
+        let reason: u32 = ctx.arg(2).unwrap_or(GC_REASON_UNKNOWN);
+        // SAFETY: `state` points into a GC_THREADS value, valid for this run.
+        unsafe { (*state).reason = reason };
+    }
+    0
+}
+
+#[inline(always)]
+fn pause_start(v8_start_us: Option<u64>) {
+    let Some((_, state)) = thread_state(true) else { return };
+    // SAFETY: as in gc_collect_garbage; bpf_ktime_get_ns takes no arguments.
+    unsafe {
+        (*state).start_ns = bpf_ktime_get_ns();
+        (*state).v8_start_us = v8_start_us.unwrap_or(0);
+        (*state).heap_before = 0;
+        (*state).heap_after = 0;
+        (*state).flags = 0;
+    }
+}
+
+#[uprobe]
+pub fn gc_pause_start_v8ts(ctx: ProbeContext) -> u32 {
+    // StartObservablePause(this, base::TimeTicks start): µs, CLOCK_MONOTONIC.
+    pause_start(ctx.arg::<u64>(1));
+    0
+}
+
+#[uprobe]
+pub fn gc_pause_start_legacy(_ctx: ProbeContext) -> u32 {
+    pause_start(None);
+    0
+}
+
+#[inline(always)]
+fn set_safepoint(which: u32) {
+    if let Some((_, state)) = thread_state(false) {
+        // SAFETY: as in gc_collect_garbage.
+        unsafe { (*state).safepoint = which };
+    }
+}
+
+#[uprobe]
+pub fn gc_start_in_safepoint(_ctx: ProbeContext) -> u32 {
+    set_safepoint(gc_safepoint::START);
+    0
+}
+
+#[uprobe]
+pub fn gc_stop_in_safepoint(_ctx: ProbeContext) -> u32 {
+    set_safepoint(gc_safepoint::STOP);
+    0
+}
+
+/// Attached to the returns of both StartInSafepoint and StopInSafepoint.
+#[uretprobe]
+pub fn gc_safepoint_return(_ctx: RetProbeContext) -> u32 {
+    set_safepoint(gc_safepoint::NONE);
+    0
+}
+
+#[uretprobe]
+pub fn gc_size_of_objects_return(ctx: RetProbeContext) -> u32 {
+    let Some((_, state)) = thread_state(false) else { return 0 };
+    let size: u64 = ctx.ret();
+    // SAFETY: as in gc_collect_garbage.
+    unsafe {
+        match (*state).safepoint {
+            gc_safepoint::START => (*state).heap_before = size,
+            gc_safepoint::STOP => (*state).heap_after = size,
+            _ => {}
+        }
+    }
+    0
+}
+
+#[uprobe]
+pub fn gc_epilogue_legacy(ctx: ProbeContext) -> u32 {
+    // Heap::GarbageCollectionEpilogue(this, GarbageCollector collector).
+    if let Some((_, state)) = thread_state(false) {
+        let collector: u32 = ctx.arg(1).unwrap_or(0);
+        // SAFETY: as in gc_collect_garbage.
+        unsafe {
+            (*state).collector = collector;
+            (*state).flags |= gc_flags::COLLECTOR_KNOWN;
+        }
+    }
+    0
+}
+
+#[inline(always)]
+fn pause_stop(collector_and_end_us: Option<(u32, u64)>) {
+    let Some((pid_tgid, state)) = thread_state(false) else { return };
+    // SAFETY: a plain helper with no arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: as in gc_collect_garbage.
+    let s = unsafe { &mut *state };
+    if s.start_ns == 0 {
+        // Attached in the middle of this pause: its start was not seen.
+        return;
+    }
+    let mut flags = s.flags;
+    let mut collector = s.collector;
+    let mut pause_ns = now.saturating_sub(s.start_ns);
+    if let Some((c, end_us)) = collector_and_end_us {
+        collector = c;
+        flags |= gc_flags::COLLECTOR_KNOWN;
+        if s.v8_start_us != 0 && end_us >= s.v8_start_us {
+            pause_ns = (end_us - s.v8_start_us) * 1000;
+            flags |= gc_flags::V8_TIMESTAMPS;
+        }
+    }
+    let event = GcEvent {
+        header: EventHeader {
+            kind: kind::GC,
+            pid: (pid_tgid >> 32) as u32,
+            tid: pid_tgid as u32,
+            _pad: 0,
+            ts_ns: s.start_ns,
+            // SAFETY: a plain helper with no arguments.
+            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        },
+        pause_ns,
+        heap_before: s.heap_before,
+        heap_after: s.heap_after,
+        collector,
+        reason: s.reason,
+        flags,
+        _pad: 0,
+    };
+    s.start_ns = 0;
+    s.reason = GC_REASON_UNKNOWN;
+    s.flags = 0;
+    if EVENTS.output(&event, QUIET).is_err() {
+        count_drop();
+    }
+}
+
+#[uprobe]
+pub fn gc_pause_stop_v8ts(ctx: ProbeContext) -> u32 {
+    // StopObservablePause(this, GarbageCollector collector, TimeTicks end).
+    let collector: u32 = ctx.arg(1).unwrap_or(0);
+    let end_us: u64 = ctx.arg(2).unwrap_or(0);
+    pause_stop(Some((collector, end_us)));
+    0
+}
+
+#[uprobe]
+pub fn gc_pause_stop_legacy(_ctx: ProbeContext) -> u32 {
+    pause_stop(None);
+    0
+}

@@ -1,0 +1,39 @@
+// A GC-heavy workload for heaptrace's GC tests and benchmark, run under
+// `node --trace-gc` so that V8's own report is the ground truth.
+//
+// Prints "READY" once node has booted (attach after it: node's bootstrap
+// GCs are not part of the run), waits for a line on stdin, prints "GO"
+// (everything --trace-gc prints after it belongs to the measured run),
+// allocates for the given seconds, prints "DONE", then waits for another line
+// before exiting.
+//
+//   node --trace-gc gc-heavy.js [seconds=3] [--force-gc (needs --expose-gc)]
+'use strict';
+
+const seconds = Number(process.argv[2] || 3);
+const forceGc = process.argv.includes('--force-gc');
+const retained = [];
+
+function burst() {
+  for (let i = 0; i < 20000; i++) {
+    const o = { i, s: 'x' + i, a: [i, i + 1] };
+    if (i % 50 === 0) retained.push(o);
+  }
+  if (retained.length > 150000) retained.length = 0;
+}
+
+function run() {
+  process.stdout.write('GO\n');
+  const end = Date.now() + seconds * 1000;
+  let n = 0;
+  (function tick() {
+    burst();
+    if (forceGc && ++n % 50 === 0) global.gc();
+    if (Date.now() < end) return setImmediate(tick);
+    process.stdout.write('DONE\n');
+    process.stdin.once('data', () => process.exit(0));
+  })();
+}
+
+process.stdin.once('data', run);
+process.stdout.write('READY\n');
