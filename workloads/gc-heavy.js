@@ -2,10 +2,11 @@
 // `node --trace-gc` so that V8's own report is the ground truth.
 //
 // Prints "READY" once node has booted (attach after it: node's bootstrap
-// GCs are not part of the run), waits for a line on stdin, prints "GO"
-// (everything --trace-gc prints after it belongs to the measured run),
-// allocates for the given seconds, prints "DONE", then waits for another line
-// before exiting.
+// GCs are not part of the run), waits for a line on stdin, prints
+// "GO <Unix time in ms>" (everything --trace-gc prints after it, and every GC
+// that starts after that time, belongs to the measured run),
+// allocates for the given seconds, prints "DONE" and exits: a tracer that
+// follows the process to its exit has seen every GC --trace-gc printed.
 //
 //   node --trace-gc gc-heavy.js [seconds=3] [--force-gc (needs --expose-gc)]
 'use strict';
@@ -23,15 +24,14 @@ function burst() {
 }
 
 function run() {
-  process.stdout.write('GO\n');
+  process.stdout.write(`GO ${Date.now()}\n`);
   const end = Date.now() + seconds * 1000;
   let n = 0;
   (function tick() {
     burst();
     if (forceGc && ++n % 50 === 0) global.gc();
     if (Date.now() < end) return setImmediate(tick);
-    process.stdout.write('DONE\n');
-    process.stdin.once('data', () => process.exit(0));
+    process.stdout.write('DONE\n', () => process.exit(0));
   })();
 }
 
