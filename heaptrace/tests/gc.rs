@@ -81,6 +81,8 @@ fn build(name: &'static str) -> NodeBuild {
 /// One line of `--trace-gc`.
 #[derive(Debug)]
 struct TraceGcLine {
+    /// `0x...` from `[pid:0x...]`: the isolate (one per thread).
+    isolate: String,
     major: bool,
     heap_before_mb: f64,
     heap_after_mb: f64,
@@ -91,6 +93,7 @@ struct TraceGcLine {
 /// `[1:0x1]  39 ms: Scavenge 4.4 (5.1) -> 3.6 (6.1) MB, pooled: 0 MB, 1.45 / 0.00 ms  (...) allocation failure;`
 /// `[1:0x1] 1453 ms: Mark-sweep 15.2 (24.6) -> 10.6 (28.1) MB, 9.7 / 0.0 ms  (+ 9.2 ms in 91 steps ...`
 fn parse_trace_gc(line: &str) -> Option<TraceGcLine> {
+    let isolate = line.strip_prefix('[')?.split(']').next()?.split(':').nth(1)?.to_owned();
     let rest = line.split(" ms: ").nth(1)?;
     let (name, sizes) = rest.split_once(|c: char| c.is_ascii_digit()).map(|(n, _)| n).zip(Some(rest))?;
     let name = name.trim();
@@ -111,7 +114,7 @@ fn parse_trace_gc(line: &str) -> Option<TraceGcLine> {
     // Node 22+ put "pooled: N MB, " before the pause.
     let rest = if rest.starts_with("pooled:") { rest.split_once(" MB, ")?.1 } else { rest };
     let pause_ms = rest.split_whitespace().next()?.parse().ok()?;
-    Some(TraceGcLine { major, heap_before_mb, heap_after_mb, pause_ms })
+    Some(TraceGcLine { isolate, major, heap_before_mb, heap_after_mb, pause_ms })
 }
 
 fn lines(out: impl std::io::Read + Send + 'static) -> Receiver<String> {
@@ -129,7 +132,8 @@ fn lines(out: impl std::io::Read + Send + 'static) -> Receiver<String> {
 
 /// Runs workloads/gc-heavy.js under `--trace-gc` with heaptrace attached
 /// before it starts; compares every pause.
-fn compare_with_trace_gc(b: &NodeBuild, extra_node_args: &[&str], script_args: &[&str]) {
+/// Returns how many threads had GCs.
+fn compare_with_trace_gc(b: &NodeBuild, extra_node_args: &[&str], script_args: &[&str]) -> usize {
     require_root();
     let script = repo_root().join("workloads/gc-heavy.js");
     use std::ffi::OsStr;
@@ -177,9 +181,40 @@ fn compare_with_trace_gc(b: &NodeBuild, extra_node_args: &[&str], script_args: &
     assert_eq!(ours_count("major"), count(true), "{}: major GC count", b.name);
     assert_eq!(ours.len(), trace.len(), "{}: GC count", b.name);
 
+    // Per isolate (thread): the same number of GCs, in the same order.
+    let mut isolates: Vec<&str> = trace.iter().map(|t| t.isolate.as_str()).collect();
+    isolates.dedup();
+    isolates.sort_unstable();
+    isolates.dedup();
+    let mut tids: Vec<u64> = ours.iter().map(|r| r["tid"].as_u64().unwrap()).collect();
+    tids.sort_unstable();
+    tids.dedup();
+    assert_eq!(isolates.len(), tids.len(), "{}: isolates with GCs vs threads with GCs", b.name);
+    let mut per_isolate: Vec<usize> =
+        isolates.iter().map(|i| trace.iter().filter(|t| t.isolate == *i).count()).collect();
+    let mut per_thread: Vec<usize> =
+        tids.iter().map(|tid| ours.iter().filter(|r| r["tid"].as_u64() == Some(*tid)).count()).collect();
+    per_isolate.sort_unstable();
+    per_thread.sort_unstable();
+    assert_eq!(per_thread, per_isolate, "{}: GCs per thread vs per isolate", b.name);
+    // Pair them up thread by isolate (same count and first-seen order),
+    // then compare GC by GC within each.
+    let mut pairs: Vec<(&TraceGcLine, &Value)> = Vec::new();
+    let mut unmatched_tids = tids.clone();
+    for isolate in &isolates {
+        let t_gcs: Vec<&TraceGcLine> = trace.iter().filter(|t| t.isolate == *isolate).collect();
+        let pos = unmatched_tids
+            .iter()
+            .position(|tid| ours.iter().filter(|r| r["tid"].as_u64() == Some(*tid)).count() == t_gcs.len())
+            .expect("a thread with as many GCs");
+        let tid = unmatched_tids.remove(pos);
+        let r_gcs = ours.iter().filter(|r| r["tid"].as_u64() == Some(tid));
+        pairs.extend(t_gcs.into_iter().zip(r_gcs.copied()));
+    }
+
     let mib = 1024.0 * 1024.0;
     let mut outside_tolerance = Vec::new();
-    for (i, (t, r)) in trace.iter().zip(&ours).enumerate() {
+    for (i, (t, r)) in pairs.into_iter().enumerate() {
         assert_eq!(r["kind"] == "major", t.major, "{}: GC #{i} kind: {r} vs {t:?}", b.name);
         let pause_ms = r["pause_ns"].as_f64().unwrap() / 1e6;
         let error = (pause_ms - t.pause_ms).abs();
@@ -219,6 +254,7 @@ fn compare_with_trace_gc(b: &NodeBuild, extra_node_args: &[&str], script_args: &
     // The summary counts every pause heaptrace saw, idle ones before GO too.
     let all = records.iter().filter(|r| r["type"] == "gc" && r["pid"] == pid).count();
     assert_eq!(int(&process_summary(&records, pid)["gc"], "count"), all as i64);
+    tids.len()
 }
 
 #[test]
@@ -234,6 +270,7 @@ fn trace_gc_parser_reads_every_shape() {
     assert_eq!(parsed.iter().map(|p| p.major).collect::<Vec<_>>(), [false, true, true, false, false]);
     assert_eq!((parsed[4].heap_before_mb, parsed[4].heap_after_mb, parsed[4].pause_ms), (31.7, 18.2, 1.00));
     assert_eq!(parsed[1].pause_ms, 9.7);
+    assert_eq!((parsed[0].isolate.as_str(), parsed[4].isolate.as_str()), ("0x1", "0x2"));
     assert_eq!((parsed[2].heap_before_mb, parsed[2].heap_after_mb, parsed[2].pause_ms), (20.7, 13.9, 5.57));
     assert!(parse_trace_gc("hello").is_none());
 }
@@ -272,6 +309,115 @@ fn gc_matches_trace_gc_debian_node_18_with_v8_in_libnode() {
 fn forced_gcs_are_counted() {
     // gc() from --expose-gc: reason "testing", counted like any other.
     compare_with_trace_gc(&build("22.23.3"), &["--expose-gc"], &["--force-gc"]);
+}
+
+#[test]
+fn worker_threads_gc_on_their_own_threads() {
+    // Three workers, each an isolate collecting on its own thread.
+    let threads = compare_with_trace_gc(&build("22.23.3"), &[], &["--workers", "3"]);
+    assert!(threads >= 3, "GCs on {threads} threads");
+}
+
+/// heaptrace's GC programs loaded in the kernel (bpftool).
+fn loaded_gc_programs() -> usize {
+    let progs = Command::new("bpftool").args(["prog", "show"]).output().expect("bpftool (scripts/setup.sh)");
+    String::from_utf8_lossy(&progs.stdout).lines().filter(|l| l.contains("name gc_")).count()
+}
+
+/// The first byte of `GCTracer::StartObservablePause` in the running
+/// process: an attached uprobe has replaced it with int3 (0xcc), and a
+/// detached one has put the original back. Also returns the file's byte.
+fn pause_probe_byte(pid: u32, binary: &std::path::Path) -> (u8, u8) {
+    use std::{io::Read, os::unix::fs::FileExt};
+    let mut data = Vec::new();
+    std::fs::File::open(binary).unwrap().read_to_end(&mut data).unwrap();
+    let syms = heaptrace::symbols::resolve(&data).unwrap();
+    let offset = syms.offsets(heaptrace::symbols::V8Function::StartObservablePause)[0];
+    let maps = procfs::process::Process::new(pid as i32).unwrap().maps().unwrap();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    let m = maps
+        .iter()
+        .find(|m| {
+            matches!(&m.pathname, procfs::process::MMapPath::Path(p) if *p == exe)
+                && m.offset <= offset
+                && offset < m.offset + (m.address.1 - m.address.0)
+        })
+        .expect("the text mapping");
+    let vaddr = m.address.0 + (offset - m.offset);
+    let mut byte = [0u8];
+    std::fs::File::open(format!("/proc/{pid}/mem")).unwrap().read_exact_at(&mut byte, vaddr).unwrap();
+    (byte[0], data[offset as usize])
+}
+
+#[test]
+fn attach_in_the_middle_of_heavy_gc_and_detach_cleanly() {
+    require_root();
+    assert_eq!(loaded_gc_programs(), 0, "GC programs loaded before the test");
+    let b = build("24.21.0");
+    let script = repo_root().join("workloads/gc-heavy.js");
+    let mut node = b
+        .command(&[script.as_os_str(), "4".as_ref()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node");
+    let out = lines(node.stdout.take().unwrap());
+    while out.recv_timeout(WAIT).expect("READY") != "READY" {}
+    use std::io::Write;
+    writeln!(node.stdin.as_mut().unwrap(), "go").unwrap();
+    thread::sleep(std::time::Duration::from_millis(800));
+
+    // Attach while it collects several times a second; leave after 1.5 s.
+    let pid = node.id();
+    let (original, in_file) = pause_probe_byte(pid, &b.node);
+    assert_eq!(original, in_file);
+    let h = Heaptrace::attach(&[pid], &["--duration", "1500ms"]);
+    assert_eq!(pause_probe_byte(pid, &b.node).0, 0xcc, "the uprobe's int3 is in place while attached");
+    assert_eq!(loaded_gc_programs(), 10);
+    let (status, records) = h.finish();
+    assert!(status.success());
+    let gcs: Vec<&Value> = records.iter().filter(|r| r["type"] == "gc").collect();
+    assert!(gcs.len() > 10, "{} GCs seen in 1.5 s", gcs.len());
+    assert!(gcs.iter().all(|g| g["pause_ns"].as_u64().unwrap() > 0 && g["reason"] != "unknown"));
+
+    // Nothing stays attached, and node finishes its run unharmed.
+    assert_eq!(pause_probe_byte(pid, &b.node).0, original, "the original instruction is back");
+    assert_eq!(loaded_gc_programs(), 0, "programs left behind after heaptrace exited");
+    let mut done = false;
+    while let Ok(line) = out.recv_timeout(WAIT) {
+        done |= line == "DONE";
+    }
+    let status = node.wait().unwrap();
+    assert!(done && status.success(), "node after detach: {status}");
+}
+
+#[test]
+fn a_stripped_node_is_named_with_its_build_id_and_traced_for_memory_only() {
+    require_root();
+    // strip removes the V8 symbols of official Node 24 (none are in .dynsym).
+    let stripped = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("node-24-stripped");
+    std::fs::copy(build("24.21.0").node, &stripped).unwrap();
+    let strip = Command::new("strip").arg(&stripped).status().expect("strip (binutils)");
+    assert!(strip.success());
+    let mut node =
+        Command::new(&stripped).args(["-e", "setInterval(() => Buffer.alloc(1 << 20), 50)"]).spawn().unwrap();
+    thread::sleep(std::time::Duration::from_millis(500));
+    let out = Command::new(heaptrace_bin())
+        .args(["--pid", &node.id().to_string(), "--duration", "1s", "--interval", "200ms", "-o", "json"])
+        .output()
+        .unwrap();
+    let _ = node.kill();
+    let _ = node.wait();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no V8 garbage-collector symbols")
+            && stderr.contains("bd05d6407047594fc3d31dd4ed4a37fe48c01f93")
+            && stderr.contains("stripped"),
+        "stderr: {stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.lines().any(|l| l.contains("\"type\":\"snapshot\"")), "memory tracing goes on");
 }
 
 #[test]
