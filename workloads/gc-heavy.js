@@ -10,22 +10,24 @@
 // exit has seen every GC that --trace-gc printed.
 //
 //   node --trace-gc gc-heavy.js [seconds=3] [--force-gc (needs --expose-gc)] [--workers N]
+//   node gc-heavy.js 0 --bursts N   (fixed work for benchmarks: prints "DONE <ms>")
 'use strict';
 
 const { Worker, isMainThread, parentPort, workerData } = require('worker_threads');
 
-function allocateFor(seconds, forceGc, done) {
+function allocateFor(seconds, forceGc, done, bursts = 0) {
   const retained = [];
   const end = Date.now() + seconds * 1000;
   let n = 0;
   (function tick() {
+    if (bursts > 0 && n >= bursts) return done();
     for (let i = 0; i < 20000; i++) {
       const o = { i, s: 'x' + i, a: [i, i + 1] };
       if (i % 50 === 0) retained.push(o);
     }
     if (retained.length > 150000) retained.length = 0;
-    if (forceGc && ++n % 50 === 0) global.gc();
-    if (Date.now() < end) return setImmediate(tick);
+    if (++n % 50 === 0 && forceGc) global.gc();
+    if (bursts > 0 || Date.now() < end) return setImmediate(tick);
     done();
   })();
 }
@@ -38,14 +40,19 @@ if (!isMainThread) {
   const forceGc = process.argv.includes('--force-gc');
   const w = process.argv.indexOf('--workers');
   const workerCount = w > 0 ? Number(process.argv[w + 1]) : 0;
-  const finish = () => process.stdout.write('DONE\n', () => process.exit(0));
+  const b = process.argv.indexOf('--bursts');
+  const bursts = b > 0 ? Number(process.argv[b + 1]) : 0;
+  let started = 0;
+  const finish = () =>
+    process.stdout.write(bursts ? `DONE ${Date.now() - started}\n` : 'DONE\n', () => process.exit(0));
 
   const workers = [];
   let ready = 0;
   const allReady = () => {
     process.stdin.once('data', () => {
-      process.stdout.write(`GO ${Date.now()}\n`);
-      if (workers.length === 0) return allocateFor(seconds, forceGc, finish);
+      started = Date.now();
+      process.stdout.write(`GO ${started}\n`);
+      if (workers.length === 0) return allocateFor(seconds, forceGc, finish, bursts);
       let exited = 0;
       for (const worker of workers) {
         worker.once('exit', () => ++exited === workers.length && finish());

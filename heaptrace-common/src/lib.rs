@@ -176,17 +176,11 @@ pub struct GcThreadState {
     pub heap_after: u64,
     pub reason: u32,
     pub collector: u32,
-    /// Which safepoint function the thread is inside: [`gc_safepoint`].
-    pub safepoint: u32,
+    /// `Heap::SizeOfObjects` returns seen in this pause: the first is the
+    /// heap before (GCTracer::StartInSafepoint), the last the heap after
+    /// (GCTracer::StopInSafepoint).
+    pub size_calls: u32,
     pub flags: u32,
-}
-
-pub mod gc_safepoint {
-    pub const NONE: u32 = 0;
-    /// Inside `GCTracer::StartInSafepoint`: SizeOfObjects gives "before".
-    pub const START: u32 = 1;
-    /// Inside `GCTracer::StopInSafepoint`: SizeOfObjects gives "after".
-    pub const STOP: u32 = 2;
 }
 
 /// Capacity of the per-thread GC state map.

@@ -24,19 +24,15 @@ pub enum V8Function {
     CollectGarbage,
     StartObservablePause,
     StopObservablePause,
-    StartInSafepoint,
-    StopInSafepoint,
     SizeOfObjects,
     GarbageCollectionEpilogue,
 }
 
 impl V8Function {
-    pub const ALL: [V8Function; 7] = [
+    pub const ALL: [V8Function; 5] = [
         V8Function::CollectGarbage,
         V8Function::StartObservablePause,
         V8Function::StopObservablePause,
-        V8Function::StartInSafepoint,
-        V8Function::StopInSafepoint,
         V8Function::SizeOfObjects,
         V8Function::GarbageCollectionEpilogue,
     ];
@@ -48,8 +44,6 @@ impl V8Function {
             V8Function::CollectGarbage => "_ZN2v88internal4Heap14CollectGarbageE",
             V8Function::StartObservablePause => "_ZN2v88internal8GCTracer20StartObservablePauseE",
             V8Function::StopObservablePause => "_ZN2v88internal8GCTracer19StopObservablePauseE",
-            V8Function::StartInSafepoint => "_ZN2v88internal8GCTracer16StartInSafepointE",
-            V8Function::StopInSafepoint => "_ZN2v88internal8GCTracer15StopInSafepointE",
             V8Function::SizeOfObjects => "_ZN2v88internal4Heap13SizeOfObjectsE",
             V8Function::GarbageCollectionEpilogue => "_ZN2v88internal4Heap25GarbageCollectionEpilogueE",
         }
@@ -61,8 +55,6 @@ impl V8Function {
             V8Function::CollectGarbage => "Heap::CollectGarbage",
             V8Function::StartObservablePause => "GCTracer::StartObservablePause",
             V8Function::StopObservablePause => "GCTracer::StopObservablePause",
-            V8Function::StartInSafepoint => "GCTracer::StartInSafepoint",
-            V8Function::StopInSafepoint => "GCTracer::StopInSafepoint",
             V8Function::SizeOfObjects => "Heap::SizeOfObjects",
             V8Function::GarbageCollectionEpilogue => "Heap::GarbageCollectionEpilogue",
         }

@@ -236,7 +236,7 @@ impl Storm {
     }
 }
 
-fn wait_for_line(out: ChildStdout, needle: &str, keep_draining: bool) -> Result<()> {
+pub(crate) fn wait_for_line(out: ChildStdout, needle: &str, keep_draining: bool) -> Result<()> {
     let (tx, rx) = std::sync::mpsc::channel();
     let needle = needle.to_owned();
     thread::spawn(move || {
@@ -310,7 +310,7 @@ fn peak_rss(pid: u32) -> Result<u64> {
 }
 
 /// The q-quantile (0..=1) by linear interpolation.
-fn quantile(v: &[f64], q: f64) -> f64 {
+pub(crate) fn quantile(v: &[f64], q: f64) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     let pos = q * (v.len() - 1) as f64;
@@ -318,7 +318,7 @@ fn quantile(v: &[f64], q: f64) -> f64 {
     v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     quantile(v, 0.5)
 }
 
@@ -420,7 +420,7 @@ fn report(
     s
 }
 
-fn build_heaptrace(root: &Path) -> Result<PathBuf> {
+pub(crate) fn build_heaptrace(root: &Path) -> Result<PathBuf> {
     let status = Command::new("cargo")
         .args(["build", "--release", "--package", "heaptrace"])
         .current_dir(root)
@@ -429,7 +429,7 @@ fn build_heaptrace(root: &Path) -> Result<PathBuf> {
     Ok(root.join("target/release/heaptrace"))
 }
 
-fn build_c(root: &Path, name: &str) -> Result<PathBuf> {
+pub(crate) fn build_c(root: &Path, name: &str) -> Result<PathBuf> {
     let out = root.join("target").join(name);
     let status = Command::new("cc")
         .args(["-O2", "-o"])
@@ -441,7 +441,7 @@ fn build_c(root: &Path, name: &str) -> Result<PathBuf> {
     Ok(out)
 }
 
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
@@ -455,11 +455,11 @@ fn which(program: &str) -> Result<()> {
     Ok(())
 }
 
-fn kernel_release() -> String {
+pub(crate) fn kernel_release() -> String {
     fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default()
 }
 
-fn host_model() -> String {
+pub(crate) fn host_model() -> String {
     fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {

@@ -7,8 +7,13 @@
 //! in alternating rounds. Reports medians, ratios to untraced, and
 //! heaptrace's own CPU time and peak RSS. Needs root; run scripts/setup.sh
 //! first (it installs bpftrace).
+//!
+//!   cargo xtask bench-gc [--rounds 12] [--bursts 1500]
+//!
+//! GC probe overhead: a GC-heavy Node workload, untraced vs traced.
 
 mod bench;
+mod bench_gc;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -34,10 +39,26 @@ enum Task {
         #[arg(long, default_value = "bench/results/mmap-storm.md")]
         out: std::path::PathBuf,
     },
+    /// GC probe overhead on a GC-heavy Node workload, untraced vs traced.
+    BenchGc {
+        #[arg(long, default_value_t = 12)]
+        rounds: usize,
+        /// Allocation bursts per run (fixed work; 1500 is about 2 s).
+        #[arg(long, default_value_t = 1500)]
+        bursts: u64,
+        /// The node binary (default: official 22 from scripts/fetch-node.sh).
+        #[arg(long)]
+        node: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "bench/results/gc.md")]
+        out: std::path::PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::BenchMmap { rounds, iterations, out } => bench::mmap_storm(rounds, iterations, &out),
+        Task::BenchGc { rounds, bursts, node, out } => {
+            bench_gc::gc_overhead(rounds, bursts, &node.unwrap_or_else(bench_gc::default_node), &out)
+        }
     }
 }

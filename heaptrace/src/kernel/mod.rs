@@ -100,15 +100,12 @@ pub struct GcAttach {
 }
 
 /// Every GC uprobe program in the object (see heaptrace-ebpf/src/gc.rs).
-const GC_PROGRAMS: [&str; 10] = [
+const GC_PROGRAMS: [&str; 7] = [
     "gc_collect_garbage",
     "gc_pause_start_v8ts",
     "gc_pause_start_legacy",
     "gc_pause_stop_v8ts",
     "gc_pause_stop_legacy",
-    "gc_start_in_safepoint",
-    "gc_stop_in_safepoint",
-    "gc_safepoint_return",
     "gc_size_of_objects_return",
     "gc_epilogue_legacy",
 ];
@@ -217,10 +214,6 @@ impl Tracer {
             (F::CollectGarbage, "gc_collect_garbage"),
             (F::StartObservablePause, start),
             (F::StopObservablePause, stop),
-            (F::StartInSafepoint, "gc_start_in_safepoint"),
-            (F::StartInSafepoint, "gc_safepoint_return"),
-            (F::StopInSafepoint, "gc_stop_in_safepoint"),
-            (F::StopInSafepoint, "gc_safepoint_return"),
             (F::SizeOfObjects, "gc_size_of_objects_return"),
         ];
         if !v8_timestamps {
