@@ -147,7 +147,7 @@ fn compare_with_trace_gc(b: &NodeBuild, extra_node_args: &[&str], script_args: &
     let pid = node.id();
     // Attach once node has booted and waits: its bootstrap GCs come before.
     while out.recv_timeout(WAIT).unwrap_or_else(|_| panic!("{}: node did not start", b.name)) != "READY" {}
-    let mut h = Heaptrace::attach(&[pid], &[]);
+    let h = Heaptrace::attach(&[pid], &[]);
 
     // Go, and collect every --trace-gc line from here to node's exit;
     // heaptrace stops by itself when node exits, so both saw the same run.
