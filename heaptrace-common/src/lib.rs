@@ -151,8 +151,33 @@ pub struct GcEvent {
     pub reason: u32,
     /// [`gc_flags`].
     pub flags: u32,
-    pub _pad: u32,
+    /// Major GCs: incremental-marking steps since marking started, and
+    /// their total time (kernel-timed around `IncrementalMarking::Step`).
+    pub marking_steps: u32,
+    pub marking_step_ns: u64,
+    /// Major GCs: the stall of `Heap::StartIncrementalMarking` that began
+    /// this cycle (0 if marking was not incremental, or started before
+    /// heaptrace attached).
+    pub marking_start_ns: u64,
 }
+
+/// Per-process totals of GC work outside the pauses, kept in the kernel
+/// (steps run up to thousands of times a second: counted, never streamed).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GcTotals {
+    pub marking_steps: u64,
+    pub marking_step_ns: u64,
+    pub marking_starts: u64,
+    pub marking_start_ns: u64,
+    /// Weak callbacks (`CallGCPrologueCallbacks(kGCTypeProcessWeakCallbacks)`
+    /// to the matching epilogue).
+    pub weak_callbacks: u64,
+    pub weak_callback_ns: u64,
+}
+
+/// `v8::GCType::kGCTypeProcessWeakCallbacks`.
+pub const GC_TYPE_PROCESS_WEAK_CALLBACKS: u32 = 16;
 
 pub const GC_REASON_UNKNOWN: u32 = u32::MAX;
 
@@ -181,13 +206,23 @@ pub struct GcThreadState {
     /// (GCTracer::StopInSafepoint).
     pub size_calls: u32,
     pub flags: u32,
+    /// Incremental marking of the current cycle.
+    pub marking_steps: u32,
+    pub _pad: u32,
+    pub marking_step_ns: u64,
+    pub marking_start_ns: u64,
+    /// Entry time of the step, marking start or weak callbacks in progress.
+    pub step_begin_ns: u64,
+    pub marking_start_begin_ns: u64,
+    pub weak_begin_ns: u64,
 }
 
 /// Capacity of the per-thread GC state map.
 pub const MAX_GC_THREADS: u32 = 16_384;
 
-const _: () = assert!(core::mem::size_of::<GcEvent>() == 72);
-const _: () = assert!(core::mem::size_of::<GcThreadState>() == 48);
+const _: () = assert!(core::mem::size_of::<GcEvent>() == 88);
+const _: () = assert!(core::mem::size_of::<GcTotals>() == 48);
+const _: () = assert!(core::mem::size_of::<GcThreadState>() == 96);
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 32);
 const _: () = assert!(core::mem::size_of::<MemEvent>() == 88);
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 32);
@@ -225,4 +260,6 @@ mod pod {
     unsafe impl aya::Pod for super::ProcCounters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PendingSyscall {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::GcTotals {}
 }

@@ -16,6 +16,12 @@
 //! - StopObservablePause emits the event, without a wakeup: waking the
 //!   collector here would lengthen the very pause being measured.
 //!
+//! Outside the pauses, counted in the kernel (steps run thousands of times a
+//! second during marking): `IncrementalMarking::Step` entry/return, the
+//! `Heap::StartIncrementalMarking` stall, and weak callbacks
+//! (`CallGCPrologueCallbacks` to `CallGCEpilogueCallbacks` with GCType
+//! kGCTypeProcessWeakCallbacks). Each major GC also carries its cycle's steps.
+//!
 //! Userspace attaches either the `_v8ts` or the `_legacy` variants per
 //! process, from the functions' mangled signatures.
 
@@ -24,9 +30,12 @@ use aya_ebpf::{
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
-use heaptrace_common::{EventHeader, GC_REASON_UNKNOWN, GcEvent, GcThreadState, gc_flags, kind};
+use heaptrace_common::{
+    EventHeader, GC_REASON_UNKNOWN, GC_TYPE_PROCESS_WEAK_CALLBACKS, GcEvent, GcThreadState, GcTotals,
+    gc_flags, kind,
+};
 
-use crate::maps::{EVENTS, GC_THREADS, QUIET, TRACED, count_drop};
+use crate::maps::{EVENTS, GC_THREADS, GC_TOTALS, QUIET, TRACED, atomic_add, count_drop};
 
 /// The calling thread's GC state, if its process is traced.
 #[inline(always)]
@@ -136,6 +145,10 @@ fn pause_stop(collector_and_end_us: Option<(u32, u64)>) {
             flags |= gc_flags::V8_TIMESTAMPS;
         }
     }
+    let major = collector_and_end_us
+        .map_or(s.flags & gc_flags::COLLECTOR_KNOWN != 0 && s.collector == 1, |(c, _)| c == 1);
+    let (marking_steps, marking_step_ns, marking_start_ns) =
+        if major { (s.marking_steps, s.marking_step_ns, s.marking_start_ns) } else { (0, 0, 0) };
     let event = GcEvent {
         header: EventHeader {
             kind: kind::GC,
@@ -152,8 +165,16 @@ fn pause_stop(collector_and_end_us: Option<(u32, u64)>) {
         collector,
         reason: s.reason,
         flags,
-        _pad: 0,
+        marking_steps,
+        marking_step_ns,
+        marking_start_ns,
     };
+    if major {
+        // A major GC ends the marking cycle.
+        s.marking_steps = 0;
+        s.marking_step_ns = 0;
+        s.marking_start_ns = 0;
+    }
     s.start_ns = 0;
     s.reason = GC_REASON_UNKNOWN;
     s.flags = 0;
@@ -174,5 +195,119 @@ pub fn gc_pause_stop_v8ts(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn gc_pause_stop_legacy(_ctx: ProbeContext) -> u32 {
     pause_stop(None);
+    0
+}
+
+/// This process's GC totals, created on first use.
+#[inline(always)]
+fn totals(pid_tgid: u64) -> Option<*mut GcTotals> {
+    let tgid = (pid_tgid >> 32) as u32;
+    if let Some(t) = GC_TOTALS.get_ptr_mut(&tgid) {
+        return Some(t);
+    }
+    GC_TOTALS.insert(&tgid, &GcTotals::default(), 0).ok()?;
+    GC_TOTALS.get_ptr_mut(&tgid)
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: a plain helper with no arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[uprobe]
+pub fn gc_marking_step(_ctx: ProbeContext) -> u32 {
+    if let Some((_, state)) = thread_state(true) {
+        // SAFETY: as in gc_collect_garbage.
+        unsafe { (*state).step_begin_ns = now() };
+    }
+    0
+}
+
+#[uretprobe]
+pub fn gc_marking_step_return(_ctx: RetProbeContext) -> u32 {
+    let Some((pid_tgid, state)) = thread_state(false) else { return 0 };
+    // SAFETY: as in gc_collect_garbage.
+    let s = unsafe { &mut *state };
+    if s.step_begin_ns == 0 {
+        return 0; // attached during this step
+    }
+    let took = now().saturating_sub(s.step_begin_ns);
+    s.step_begin_ns = 0;
+    s.marking_steps += 1;
+    s.marking_step_ns += took;
+    if let Some(t) = totals(pid_tgid) {
+        // SAFETY: a pointer into a GC_TOTALS value, valid for this run.
+        unsafe {
+            atomic_add(&raw mut (*t).marking_steps, 1);
+            atomic_add(&raw mut (*t).marking_step_ns, took);
+        }
+    }
+    0
+}
+
+#[uprobe]
+pub fn gc_marking_start(_ctx: ProbeContext) -> u32 {
+    if let Some((_, state)) = thread_state(true) {
+        // SAFETY: as in gc_collect_garbage.
+        unsafe { (*state).marking_start_begin_ns = now() };
+    }
+    0
+}
+
+#[uretprobe]
+pub fn gc_marking_start_return(_ctx: RetProbeContext) -> u32 {
+    let Some((pid_tgid, state)) = thread_state(false) else { return 0 };
+    // SAFETY: as in gc_collect_garbage.
+    let s = unsafe { &mut *state };
+    if s.marking_start_begin_ns == 0 {
+        return 0;
+    }
+    let took = now().saturating_sub(s.marking_start_begin_ns);
+    s.marking_start_begin_ns = 0;
+    s.marking_start_ns = took;
+    if let Some(t) = totals(pid_tgid) {
+        // SAFETY: as in gc_marking_step_return.
+        unsafe {
+            atomic_add(&raw mut (*t).marking_starts, 1);
+            atomic_add(&raw mut (*t).marking_start_ns, took);
+        }
+    }
+    0
+}
+
+#[uprobe]
+pub fn gc_prologue_callbacks(ctx: ProbeContext) -> u32 {
+    // Heap::CallGCPrologueCallbacks(this, GCType type, ...).
+    if ctx.arg::<u32>(1) != Some(GC_TYPE_PROCESS_WEAK_CALLBACKS) {
+        return 0;
+    }
+    if let Some((_, state)) = thread_state(true) {
+        // SAFETY: as in gc_collect_garbage.
+        unsafe { (*state).weak_begin_ns = now() };
+    }
+    0
+}
+
+#[uprobe]
+pub fn gc_epilogue_callbacks(ctx: ProbeContext) -> u32 {
+    if ctx.arg::<u32>(1) != Some(GC_TYPE_PROCESS_WEAK_CALLBACKS) {
+        return 0;
+    }
+    let Some((pid_tgid, state)) = thread_state(false) else { return 0 };
+    // SAFETY: as in gc_collect_garbage.
+    let s = unsafe { &mut *state };
+    if s.weak_begin_ns == 0 {
+        return 0;
+    }
+    let took = now().saturating_sub(s.weak_begin_ns);
+    s.weak_begin_ns = 0;
+    if let Some(t) = totals(pid_tgid) {
+        // SAFETY: as in gc_marking_step_return.
+        unsafe {
+            atomic_add(&raw mut (*t).weak_callbacks, 1);
+            atomic_add(&raw mut (*t).weak_callback_ns, took);
+        }
+    }
     0
 }

@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
 };
 use heaptrace_common::{
-    GcThreadState, MAX_GC_THREADS, MAX_PENDING_SYSCALLS, MAX_TRACED_PROCESSES, PendingSyscall, ProcCounters,
-    RING_BUFFER_BYTES,
+    GcThreadState, GcTotals, MAX_GC_THREADS, MAX_PENDING_SYSCALLS, MAX_TRACED_PROCESSES, PendingSyscall,
+    ProcCounters, RING_BUFFER_BYTES,
 };
 
 /// The traced set: tgid → that process's counters. Userspace inserts and
@@ -33,6 +33,10 @@ pub static PENDING: HashMap<u32, PendingSyscall> = HashMap::with_max_entries(MAX
 #[map]
 pub static GC_THREADS: aya_ebpf::maps::LruHashMap<u32, GcThreadState> =
     aya_ebpf::maps::LruHashMap::with_max_entries(MAX_GC_THREADS, 0);
+
+/// Per-process totals of GC work outside pauses (see gc.rs), tgid → totals.
+#[map]
+pub static GC_TOTALS: HashMap<u32, GcTotals> = HashMap::with_max_entries(MAX_TRACED_PROCESSES, 0);
 
 /// Submit flag for frequent events: no wakeup. The collector drains on a
 /// 20 ms timer, so a wakeup inside the traced process's syscall (or, later,

@@ -213,7 +213,9 @@ impl Collector<'_> {
                 // The counters are final now: take them before they go.
                 let calls = self.tracer.calls(pid).unwrap_or_default();
                 let ts_ns = clock::monotonic_ns();
-                self.model.apply(Input::Sample(Sample { pid, ts_ns, status: None, calls }), &mut out);
+                let gc_work = self.tracer.gc_work(pid);
+                self.model
+                    .apply(Input::Sample(Sample { pid, ts_ns, status: None, calls, gc_work }), &mut out);
                 self.tracer.untrace(pid);
             }
         }
@@ -238,7 +240,8 @@ impl Collector<'_> {
                     self.tracer.untrace(pid);
                 }
             }
-            self.model.apply(Input::Sample(Sample { pid, ts_ns, status, calls }), &mut out);
+            let gc_work = self.tracer.gc_work(pid);
+            self.model.apply(Input::Sample(Sample { pid, ts_ns, status, calls, gc_work }), &mut out);
         }
         let (kernel, undecodable) = self.tracer.drops();
         self.model.apply(Input::Drops { ts_ns: clock::monotonic_ns(), kernel, undecodable }, &mut out);

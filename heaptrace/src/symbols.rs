@@ -26,15 +26,23 @@ pub enum V8Function {
     StopObservablePause,
     SizeOfObjects,
     GarbageCollectionEpilogue,
+    IncrementalMarkingStep,
+    StartIncrementalMarking,
+    CallGCPrologueCallbacks,
+    CallGCEpilogueCallbacks,
 }
 
 impl V8Function {
-    pub const ALL: [V8Function; 5] = [
+    pub const ALL: [V8Function; 9] = [
         V8Function::CollectGarbage,
         V8Function::StartObservablePause,
         V8Function::StopObservablePause,
         V8Function::SizeOfObjects,
         V8Function::GarbageCollectionEpilogue,
+        V8Function::IncrementalMarkingStep,
+        V8Function::StartIncrementalMarking,
+        V8Function::CallGCPrologueCallbacks,
+        V8Function::CallGCEpilogueCallbacks,
     ];
 
     /// Itanium-mangled name up to and including the `E` that closes the
@@ -46,6 +54,10 @@ impl V8Function {
             V8Function::StopObservablePause => "_ZN2v88internal8GCTracer19StopObservablePauseE",
             V8Function::SizeOfObjects => "_ZN2v88internal4Heap13SizeOfObjectsE",
             V8Function::GarbageCollectionEpilogue => "_ZN2v88internal4Heap25GarbageCollectionEpilogueE",
+            V8Function::IncrementalMarkingStep => "_ZN2v88internal18IncrementalMarking4StepE",
+            V8Function::StartIncrementalMarking => "_ZN2v88internal4Heap23StartIncrementalMarkingE",
+            V8Function::CallGCPrologueCallbacks => "_ZN2v88internal4Heap23CallGCPrologueCallbacksE",
+            V8Function::CallGCEpilogueCallbacks => "_ZN2v88internal4Heap23CallGCEpilogueCallbacksE",
         }
     }
 
@@ -57,6 +69,10 @@ impl V8Function {
             V8Function::StopObservablePause => "GCTracer::StopObservablePause",
             V8Function::SizeOfObjects => "Heap::SizeOfObjects",
             V8Function::GarbageCollectionEpilogue => "Heap::GarbageCollectionEpilogue",
+            V8Function::IncrementalMarkingStep => "IncrementalMarking::Step",
+            V8Function::StartIncrementalMarking => "Heap::StartIncrementalMarking",
+            V8Function::CallGCPrologueCallbacks => "Heap::CallGCPrologueCallbacks",
+            V8Function::CallGCEpilogueCallbacks => "Heap::CallGCEpilogueCallbacks",
         }
     }
 }

@@ -165,6 +165,9 @@ mod tests {
             collector: Some(collector),
             reason: Some(1),
             v8_timestamps: true,
+            marking_steps: 0,
+            marking_step_ns: 0,
+            marking_start_ns: 0,
         }
     }
 

@@ -74,6 +74,9 @@ pub struct Sample {
     pub status: Option<ProcStatus>,
     /// The kernel's call counters for this process.
     pub calls: CallCounts,
+    /// GC work outside pauses (V8 processes with GC probes).
+    #[serde(default)]
+    pub gc_work: Option<GcWork>,
 }
 
 /// Call counters kept in the kernel (exact even when events are dropped).
@@ -135,6 +138,22 @@ pub struct GcPause {
     pub reason: Option<u32>,
     /// Duration from V8's own timestamps (V8 >= 12.4).
     pub v8_timestamps: bool,
+    /// Major GCs: the incremental-marking steps of the cycle it ends, their
+    /// time, and the stall that started the cycle.
+    pub marking_steps: u32,
+    pub marking_step_ns: u64,
+    pub marking_start_ns: u64,
+}
+
+/// GC work outside the pauses, totals since attach (counted in the kernel).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcWork {
+    pub marking_steps: u64,
+    pub marking_step_ns: u64,
+    pub marking_starts: u64,
+    pub marking_start_ns: u64,
+    pub weak_callbacks: u64,
+    pub weak_callback_ns: u64,
 }
 
 /// A successful memory syscall, with the values the kernel acted on.

@@ -114,6 +114,9 @@ impl Model {
                     pause_ns: pause.pause_ns,
                     heap_before_bytes: pause.heap_before,
                     heap_after_bytes: pause.heap_after,
+                    marking_steps: pause.marking_steps,
+                    marking_step_ns: pause.marking_step_ns,
+                    marking_start_ns: pause.marking_start_ns,
                 }));
             }
             EventKind::OomVictim { anon_rss, file_rss, shmem_rss, total_vm } => {
@@ -135,6 +138,9 @@ impl Model {
         self.observe_time(sample.ts_ns);
         let Some(p) = self.processes.get_mut(&sample.pid) else { return };
         p.calls = sample.calls;
+        if let Some(work) = sample.gc_work {
+            p.gc_work = work;
+        }
         if let Some(status) = sample.status {
             p.status = status;
             p.last_sample_ns = sample.ts_ns;
@@ -338,6 +344,22 @@ fn gc_summary(p: &ProcessState, now_ns: u64) -> GcSummary {
         gcs_per_s: if traced_s > 0.0 { g.count as f64 / traced_s } else { 0.0 },
         heap_after_last_major_bytes: g.heap_after_last_major,
         reclaimed_bytes: g.reclaimed_bytes,
+        marking_steps: p.gc_work.marking_steps,
+        marking_step_ms: p.gc_work.marking_step_ns as f64 / 1e6,
+        marking_starts: p.gc_work.marking_starts,
+        marking_start_ms: p.gc_work.marking_start_ns as f64 / 1e6,
+        weak_callbacks: p.gc_work.weak_callbacks,
+        weak_callback_ms: p.gc_work.weak_callback_ns as f64 / 1e6,
+        main_thread_share: if traced_s > 0.0 {
+            (g.total_pause_ns
+                + p.gc_work.marking_step_ns
+                + p.gc_work.marking_start_ns
+                + p.gc_work.weak_callback_ns) as f64
+                / 1e9
+                / traced_s
+        } else {
+            0.0
+        },
     }
 }
 

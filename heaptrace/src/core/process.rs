@@ -26,6 +26,8 @@ pub struct ProcessState {
     pub exited_ns: Option<u64>,
     pub oom_killed: bool,
     pub gc: super::gc::GcStats,
+    /// GC work outside pauses, from the kernel's totals.
+    pub gc_work: super::input::GcWork,
     /// Whether GC probes are attached (set by the collector when it knows).
     pub gc_probed: bool,
 }
@@ -73,6 +75,7 @@ impl ProcessState {
             exited_ns: None,
             oom_killed: false,
             gc: Default::default(),
+            gc_work: Default::default(),
             gc_probed: false,
         };
         state.baseline.brk_bytes = state.brk_bytes();

@@ -72,6 +72,12 @@ pub struct Gc {
     pub pause_ns: u64,
     pub heap_before_bytes: u64,
     pub heap_after_bytes: u64,
+    /// Major GCs: incremental-marking steps of the cycle this pause ends and
+    /// their time (like `--trace-gc`'s "+ X ms in N steps"), and the stall
+    /// that started the cycle. 0 for minor GCs.
+    pub marking_steps: u32,
+    pub marking_step_ns: u64,
+    pub marking_start_ns: u64,
 }
 
 /// GC figures of one process, in the summary.
@@ -86,6 +92,16 @@ pub struct GcSummary {
     pub gcs_per_s: f64,
     pub heap_after_last_major_bytes: Option<u64>,
     pub reclaimed_bytes: u64,
+    /// Main-thread GC work outside the pauses, which pause figures hide.
+    pub marking_steps: u64,
+    pub marking_step_ms: f64,
+    /// `Heap::StartIncrementalMarking` stalls.
+    pub marking_starts: u64,
+    pub marking_start_ms: f64,
+    pub weak_callbacks: u64,
+    pub weak_callback_ms: f64,
+    /// Pauses plus the work above, over wall time.
+    pub main_thread_share: f64,
 }
 
 /// A mapping change at or above the large-mapping threshold.

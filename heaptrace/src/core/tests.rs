@@ -107,7 +107,7 @@ fn samples_drive_rss_and_call_counts() {
     attach(&mut m, 10);
     let calls = CallCounts { mmap: 5, munmap: 3, ..Default::default() };
     m.apply(
-        Input::Sample(Sample { pid: 10, ts_ns: 3 * SEC, status: Some(status(40 * M)), calls }),
+        Input::Sample(Sample { pid: 10, ts_ns: 3 * SEC, status: Some(status(40 * M)), calls, gc_work: None }),
         &mut Vec::new(),
     );
     let s = snapshot(&mut m, 10, 3 * SEC);
@@ -115,7 +115,10 @@ fn samples_drive_rss_and_call_counts() {
     assert_eq!(s.rss_growth_bytes, (20 * M) as i64);
     assert_eq!(s.rss_growth_bytes_per_s, (10 * M) as f64);
     // A sample without status (process gone) keeps the last good figures.
-    m.apply(Input::Sample(Sample { pid: 10, ts_ns: 4 * SEC, status: None, calls }), &mut Vec::new());
+    m.apply(
+        Input::Sample(Sample { pid: 10, ts_ns: 4 * SEC, status: None, calls, gc_work: None }),
+        &mut Vec::new(),
+    );
     assert_eq!(snapshot(&mut m, 10, 4 * SEC).rss_bytes, 50 * M);
 }
 
@@ -205,6 +208,7 @@ fn summary_attributes_growth_to_v8_sized_chunks() {
             ts_ns: 11 * SEC,
             status: Some(status(120 * M)),
             calls: CallCounts::default(),
+            gc_work: None,
         }),
         &mut out,
     );
@@ -230,6 +234,7 @@ fn summary_says_when_rss_grows_without_new_mappings() {
             ts_ns: 3 * SEC,
             status: Some(status(60 * M)),
             calls: CallCounts::default(),
+            gc_work: None,
         }),
         &mut Vec::new(),
     );

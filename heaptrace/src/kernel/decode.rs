@@ -59,6 +59,9 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 collector: (e.flags & gc_flags::COLLECTOR_KNOWN != 0).then_some(e.collector),
                 reason: (e.reason != GC_REASON_UNKNOWN).then_some(e.reason),
                 v8_timestamps: e.flags & gc_flags::V8_TIMESTAMPS != 0,
+                marking_steps: e.marking_steps,
+                marking_step_ns: e.marking_step_ns,
+                marking_start_ns: e.marking_start_ns,
             })
         }
         other => return Err(DecodeError::UnknownKind(other)),
@@ -155,7 +158,9 @@ mod tests {
             collector: 1,
             reason: 9,
             flags: gc_flags::V8_TIMESTAMPS | gc_flags::COLLECTOR_KNOWN,
-            _pad: 0,
+            marking_steps: 91,
+            marking_step_ns: 9_200_000,
+            marking_start_ns: 300_000,
         };
         let want = GcPause {
             pause_ns: 512_000,
@@ -164,6 +169,9 @@ mod tests {
             collector: Some(1),
             reason: Some(9),
             v8_timestamps: true,
+            marking_steps: 91,
+            marking_step_ns: 9_200_000,
+            marking_start_ns: 300_000,
         };
         assert_eq!(decode(&bytes(&e)).unwrap().kind, EventKind::Gc(want));
         let unknown = GcEvent { header: header(kind::GC), reason: GC_REASON_UNKNOWN, ..Default::default() };

@@ -77,6 +77,7 @@ pub struct Tracer {
     // Keeps programs and links alive; dropping it detaches everything.
     _ebpf: Ebpf,
     traced: HashMap<MapData, u32, ProcCounters>,
+    gc_totals: HashMap<MapData, u32, heaptrace_common::GcTotals>,
     drops: PerCpuArray<MapData, u64>,
     ring: AsyncFd<RingBuf<MapData>>,
     mem_hook: String,
@@ -100,7 +101,7 @@ pub struct GcAttach {
 }
 
 /// Every GC uprobe program in the object (see heaptrace-ebpf/src/gc.rs).
-const GC_PROGRAMS: [&str; 7] = [
+const GC_PROGRAMS: [&str; 13] = [
     "gc_collect_garbage",
     "gc_pause_start_v8ts",
     "gc_pause_start_legacy",
@@ -108,6 +109,12 @@ const GC_PROGRAMS: [&str; 7] = [
     "gc_pause_stop_legacy",
     "gc_size_of_objects_return",
     "gc_epilogue_legacy",
+    "gc_marking_step",
+    "gc_marking_step_return",
+    "gc_marking_start",
+    "gc_marking_start_return",
+    "gc_prologue_callbacks",
+    "gc_epilogue_callbacks",
 ];
 
 impl Tracer {
@@ -143,6 +150,7 @@ impl Tracer {
         };
         let traced = HashMap::try_from(take(&mut ebpf, "TRACED")?)?;
         let drops = PerCpuArray::try_from(take(&mut ebpf, "DROPS")?)?;
+        let gc_totals = HashMap::try_from(take(&mut ebpf, "GC_TOTALS")?)?;
         let ring = RingBuf::try_from(take(&mut ebpf, "EVENTS")?)?;
         // SAFETY: the RingBuf owns its map fd, which stays open and unchanged
         // until the RingBuf is dropped, and the AsyncFd owns the RingBuf.
@@ -151,6 +159,7 @@ impl Tracer {
         Ok(Self {
             _ebpf: ebpf,
             traced,
+            gc_totals,
             drops,
             ring,
             mem_hook,
@@ -181,6 +190,7 @@ impl Tracer {
     pub fn untrace(&mut self, pid: u32) {
         // Absent already (e.g. removed twice) is fine.
         let _ = self.traced.remove(&pid);
+        let _ = self.gc_totals.remove(&pid);
         for (program, link) in self.gc_links.remove(&pid).unwrap_or_default() {
             if let Some(prog) = self._ebpf.program_mut(program).and_then(|p| <&mut UProbe>::try_from(p).ok())
             {
@@ -215,6 +225,12 @@ impl Tracer {
             (F::StartObservablePause, start),
             (F::StopObservablePause, stop),
             (F::SizeOfObjects, "gc_size_of_objects_return"),
+            (F::IncrementalMarkingStep, "gc_marking_step"),
+            (F::IncrementalMarkingStep, "gc_marking_step_return"),
+            (F::StartIncrementalMarking, "gc_marking_start"),
+            (F::StartIncrementalMarking, "gc_marking_start_return"),
+            (F::CallGCPrologueCallbacks, "gc_prologue_callbacks"),
+            (F::CallGCEpilogueCallbacks, "gc_epilogue_callbacks"),
         ];
         if !v8_timestamps {
             // Older V8 does not pass the collector to StopObservablePause.
@@ -255,6 +271,19 @@ impl Tracer {
             brk: c.calls[mem_op::BRK as usize],
             mprotect: c.calls[mem_op::MPROTECT as usize],
             failed: c.failed_calls,
+        })
+    }
+
+    /// GC work outside pauses, counted in the kernel for a process.
+    pub fn gc_work(&self, pid: u32) -> Option<crate::core::input::GcWork> {
+        let t = self.gc_totals.get(&pid, 0).ok()?;
+        Some(crate::core::input::GcWork {
+            marking_steps: t.marking_steps,
+            marking_step_ns: t.marking_step_ns,
+            marking_starts: t.marking_starts,
+            marking_start_ns: t.marking_start_ns,
+            weak_callbacks: t.weak_callbacks,
+            weak_callback_ns: t.weak_callback_ns,
         })
     }
 

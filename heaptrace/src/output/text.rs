@@ -71,7 +71,7 @@ impl<W: Write> Sink for TextSink<W> {
             // Like a `node --trace-gc` line: collector, heap MB before -> after, pause, reason.
             Record::Gc(g) => writeln!(
                 o,
-                "{} {:>7}:{:<7} {} {:.1} -> {:.1} MB, {:.2} ms  {}",
+                "{} {:>7}:{:<7} {} {:.1} -> {:.1} MB, {:.2} ms {} {}",
                 clock(g.ts),
                 g.pid,
                 g.tid,
@@ -79,6 +79,15 @@ impl<W: Write> Sink for TextSink<W> {
                 g.heap_before_bytes as f64 / 1048576.0,
                 g.heap_after_bytes as f64 / 1048576.0,
                 g.pause_ns as f64 / 1e6,
+                if g.marking_steps > 0 {
+                    format!(
+                        "(+ {:.1} ms in {} steps since start of marking)",
+                        g.marking_step_ns as f64 / 1e6,
+                        g.marking_steps
+                    )
+                } else {
+                    String::new()
+                },
                 g.reason
             )?,
             Record::Dropped(d) => writeln!(
@@ -180,6 +189,18 @@ fn process_summary(o: &mut impl Write, p: &ProcessSummary) -> io::Result<()> {
             gc.total_pause_ms,
             gc.pause_time_share * 100.0,
             gc.heap_after_last_major_bytes.map_or("-".into(), b),
+        )?;
+        writeln!(
+            o,
+            "    outside pauses: incremental marking {:.1} ms in {} steps, {} marking starts ({:.1} ms), \
+             weak callbacks {:.1} ms ({}); GC in all {:.2} % of wall time",
+            gc.marking_step_ms,
+            gc.marking_steps,
+            gc.marking_starts,
+            gc.marking_start_ms,
+            gc.weak_callback_ms,
+            gc.weak_callbacks,
+            gc.main_thread_share * 100.0
         )?;
         for (kind, q) in [("minor", &gc.minor), ("major", &gc.major)] {
             if q.count > 0 {
