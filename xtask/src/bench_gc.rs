@@ -19,6 +19,7 @@ struct Run {
     wall_ms: f64,
     gcs: Option<u64>,
     pause_ms: Option<f64>,
+    marking_steps: Option<u64>,
 }
 
 pub fn gc_overhead(rounds: usize, bursts: u64, node: &Path, out: &Path) -> Result<()> {
@@ -30,7 +31,8 @@ pub fn gc_overhead(rounds: usize, bursts: u64, node: &Path, out: &Path) -> Resul
     let heaptrace = build_heaptrace(&root)?;
     let script = root.join("workloads/gc-heavy.js");
 
-    let (probe_untraced_ns, probe_traced_ns) = probe_cost(&root, &heaptrace)?;
+    let cost = probe_cost(&root, &heaptrace)?;
+    let (probe_untraced_ns, probe_traced_ns) = cost.gc;
     eprintln!("probe cost: simulated GC {probe_untraced_ns:.0} ns untraced, {probe_traced_ns:.0} ns traced");
 
     let mut untraced = Vec::new();
@@ -53,6 +55,7 @@ pub fn gc_overhead(rounds: usize, bursts: u64, node: &Path, out: &Path) -> Resul
     let (u, t) = (wall(&untraced), wall(&traced));
     let gcs = median(&traced.iter().filter_map(|r| r.gcs.map(|g| g as f64)).collect::<Vec<_>>());
     let pause = median(&traced.iter().filter_map(|r| r.pause_ms).collect::<Vec<_>>());
+    let steps = median(&traced.iter().filter_map(|r| r.marking_steps.map(|s| s as f64)).collect::<Vec<_>>());
     let mut s = String::new();
     let _ = writeln!(s, "# GC probes: overhead on a GC-heavy Node workload\n");
     let _ = writeln!(
@@ -90,27 +93,42 @@ pub fn gc_overhead(rounds: usize, bursts: u64, node: &Path, out: &Path) -> Resul
     );
     let per_gc_us = (probe_traced_ns - probe_untraced_ns) / 1000.0;
     let gcs_per_s = gcs / (mt / 1000.0);
-    let _ = writeln!(
-        s,
-        "## Probe cost per GC, measured directly
-"
-    );
+    let _ = writeln!(s, "## Probe cost, measured directly\n");
     let _ = writeln!(
         s,
         "workloads/fake-v8.c defines empty functions under V8's mangled names and calls them in the order \
-         of one GC ({FAKE_GCS} times per run, median of 5 runs). heaptrace resolves and probes it as it does \
-         node. Per GC on V8 >= 12.4 that is 5 uprobe hits (CollectGarbage, StartObservablePause, StopObservablePause, SizeOfObjects twice) and 2 uretprobe returns (SizeOfObjects); older V8 adds one uprobe (GarbageCollectionEpilogue).\n"
+         of one GC, or as one incremental-marking step ({FAKE_GCS} times per run, median of 5 runs). heaptrace \
+         resolves and probes it as it does node. Per GC on V8 >= 12.4 that is 7 uprobe hits (CollectGarbage, \
+         StartObservablePause, StopObservablePause, SizeOfObjects twice, CallGCPrologueCallbacks, \
+         CallGCEpilogueCallbacks) and 2 uretprobe returns (SizeOfObjects); older V8 adds one uprobe \
+         (GarbageCollectionEpilogue). A marking step is one uprobe hit and one uretprobe return \
+         (IncrementalMarking::Step).\n"
     );
+    let (step_untraced, step_traced) = cost.step;
+    let per_step_us = (step_traced - step_untraced) / 1000.0;
+    let steps_per_s = steps / (mt / 1000.0);
     let _ = writeln!(
         s,
-        "| simulated GC untraced | traced | probe cost per GC | at this workload's {gcs_per_s:.0} GCs/s |"
+        "| probe | untraced | traced | cost | rate in this workload | share of the main thread |"
     );
-    let _ = writeln!(s, "|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
     let _ = writeln!(
         s,
-        "| {probe_untraced_ns:.0} ns | {:.1} µs | {per_gc_us:.1} µs | {:.2} % of the GC thread's time |",
+        "| per GC | {probe_untraced_ns:.0} ns | {:.1} µs | {per_gc_us:.1} µs | {gcs_per_s:.0} GCs/s | {:.2} % |",
         probe_traced_ns / 1000.0,
         per_gc_us * gcs_per_s / 1e4,
+    );
+    let _ = writeln!(
+        s,
+        "| per incremental-marking step | {step_untraced:.0} ns | {:.1} µs | {per_step_us:.1} µs | \
+         {steps_per_s:.0} steps/s | {:.2} % |",
+        step_traced / 1000.0,
+        per_step_us * steps_per_s / 1e4,
+    );
+    let _ = writeln!(
+        s,
+        "| all GC probes | | | | | {:.2} % |",
+        (per_gc_us * gcs_per_s + per_step_us * steps_per_s) / 1e4
     );
     print!("{s}");
     if let Some(dir) = out.parent() {
@@ -156,7 +174,12 @@ fn run_once(node: &Path, script: &Path, bursts: u64, heaptrace: Option<&Path>) -
         }
     }
     child.wait()?;
-    let mut run = Run { wall_ms: wall_ms.context("no DONE from the workload")?, gcs: None, pause_ms: None };
+    let mut run = Run {
+        wall_ms: wall_ms.context("no DONE from the workload")?,
+        gcs: None,
+        pause_ms: None,
+        marking_steps: None,
+    };
     if let Some((mut t, out)) = tracer {
         // heaptrace ends by itself when the workload exits; its last line is
         // the summary.
@@ -166,6 +189,7 @@ fn run_once(node: &Path, script: &Path, bursts: u64, heaptrace: Option<&Path>) -
         let gc = &v["processes"][0]["gc"];
         run.gcs = gc["count"].as_u64();
         run.pause_ms = gc["total_pause_ms"].as_f64();
+        run.marking_steps = gc["marking_steps"].as_u64();
     }
     std::thread::sleep(Duration::from_millis(200));
     Ok(run)
@@ -174,8 +198,14 @@ fn run_once(node: &Path, script: &Path, bursts: u64, heaptrace: Option<&Path>) -
 /// Simulated GCs per fake-v8 run.
 const FAKE_GCS: u64 = 20_000;
 
-/// ns per simulated GC, untraced and traced (medians of 5 runs each).
-fn probe_cost(root: &Path, heaptrace: &Path) -> Result<(f64, f64)> {
+/// Medians of 5 runs, untraced and traced: ns per simulated GC, ns per
+/// simulated incremental-marking step.
+struct ProbeCost {
+    gc: (f64, f64),
+    step: (f64, f64),
+}
+
+fn probe_cost(root: &Path, heaptrace: &Path) -> Result<ProbeCost> {
     let bin = build_c(root, "fake-v8")?;
     let mut child =
         Command::new(&bin).arg(FAKE_GCS.to_string()).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
@@ -183,29 +213,33 @@ fn probe_cost(root: &Path, heaptrace: &Path) -> Result<(f64, f64)> {
     let mut stdin = child.stdin.take().unwrap();
     let mut line = String::new();
     stdout.read_line(&mut line)?;
-    let mut run = |stdin: &mut std::process::ChildStdin| -> Result<f64> {
-        writeln!(stdin, "go")?;
+    let mut run = |stdin: &mut std::process::ChildStdin, command: &str| -> Result<f64> {
+        writeln!(stdin, "{command}")?;
         let mut line = String::new();
         stdout.read_line(&mut line)?;
-        line.trim()
-            .strip_prefix("ns_per_gc ")
+        line.split_whitespace()
+            .nth(1)
             .and_then(|v| v.parse().ok())
             .with_context(|| format!("fake-v8 said {line:?}"))
     };
-    let untraced: Vec<f64> = (0..5).map(|_| run(&mut stdin)).collect::<Result<_>>()?;
+    let mut five = |stdin: &mut std::process::ChildStdin, command: &str| -> Result<f64> {
+        let runs: Vec<f64> = (0..5).map(|_| run(stdin, command)).collect::<Result<_>>()?;
+        Ok(median(&runs))
+    };
+    let untraced = (five(&mut stdin, "go")?, five(&mut stdin, "steps")?);
     let mut tracer = Command::new(heaptrace)
         .args(["--pid", &child.id().to_string(), "--interval", "1s", "-o", "json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
     crate::bench::wait_for_line(tracer.stdout.take().unwrap(), "\"snapshot\"", true)?;
-    let traced: Vec<f64> = (0..5).map(|_| run(&mut stdin)).collect::<Result<_>>()?;
+    let traced = (five(&mut stdin, "go")?, five(&mut stdin, "steps")?);
     // SAFETY: kill() on our own child's pid.
     unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
     tracer.wait()?;
     drop(stdin);
     child.wait()?;
-    Ok((median(&untraced), median(&traced)))
+    Ok(ProbeCost { gc: (untraced.0, traced.0), step: (untraced.1, traced.1) })
 }
 
 pub fn default_node() -> PathBuf {
