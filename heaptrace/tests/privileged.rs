@@ -259,7 +259,16 @@ fn text_output_and_a_closed_pipe() {
     drop(stdout);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "status {}", out.status);
-    assert!(out.stderr.is_empty(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    // Quietly: no error, no panic (the only line is the notice that memwork
+    // has no V8, so memory alone is traced).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("error")
+            && !stderr.contains("panick")
+            && !stderr.to_lowercase().contains("broken pipe"),
+        "stderr: {stderr}"
+    );
+    assert_eq!(stderr.lines().filter(|l| !l.contains("tracing memory only")).count(), 0, "stderr: {stderr}");
 }
 
 #[test]
