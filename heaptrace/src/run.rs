@@ -78,7 +78,7 @@ pub async fn run(config: Config, sink: &mut dyn Sink) -> Result<Stop> {
                 collector.tracer.untrace(pid);
                 eprintln!("heaptrace: pid {pid} exited before tracing started");
             }
-            Err(e) => return Err(e).context(format!("attaching to pid {pid}")),
+            Err(e) => return Err(e.into()),
         }
     }
     if !collector.model.any_live() {

@@ -133,10 +133,16 @@ pub enum SymbolError {
     },
 }
 
+/// The GNU build-id of an ELF image, hex. Cheap: it reads the notes only.
+pub fn build_id(data: &[u8]) -> Result<Option<String>, object::Error> {
+    let file = object::File::parse(data)?;
+    Ok(file.build_id()?.map(|id| id.iter().map(|b| format!("{b:02x}")).collect()))
+}
+
 /// Resolves the probed functions in an ELF image.
 pub fn resolve(data: &[u8]) -> Result<V8Symbols, object::Error> {
     let file = object::File::parse(data)?;
-    let build_id = file.build_id()?.map(|id| id.iter().map(|b| format!("{b:02x}")).collect());
+    let build_id = build_id(data)?;
     let segments: Vec<(u64, u64, u64)> = file
         .segments()
         .filter_map(|s| {
@@ -185,11 +191,13 @@ pub struct ProcessV8 {
     pub symbols: Arc<V8Symbols>,
 }
 
-/// Resolutions per file identity, so that many processes of one binary pay
-/// for one ELF read.
+/// Resolutions per file identity and per build-id, so that many processes
+/// of one binary, or of copies of it (container image layers), pay for one
+/// walk of its symbol tables.
 #[derive(Default)]
 pub struct SymbolCache {
     by_file: HashMap<(u64, u64), Arc<V8Symbols>>,
+    by_build_id: HashMap<String, Arc<V8Symbols>>,
 }
 
 /// Outcome of looking for V8 in a process.
@@ -230,8 +238,16 @@ impl SymbolCache {
         // parser then sees garbage and fails, it does not cause UB in safe
         // code that only reads bytes.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(open_err)?;
-        let symbols =
-            Arc::new(resolve(&map).map_err(|source| SymbolError::Parse { path: path.to_owned(), source })?);
+        let parse_err = |source| SymbolError::Parse { path: path.to_owned(), source };
+        let id = build_id(&map).map_err(parse_err)?;
+        let cached = id.as_ref().and_then(|id| self.by_build_id.get(id)).cloned();
+        let symbols = match cached {
+            Some(hit) => hit,
+            None => Arc::new(resolve(&map).map_err(parse_err)?),
+        };
+        if let Some(id) = id {
+            self.by_build_id.insert(id, symbols.clone());
+        }
         self.by_file.insert(key, symbols.clone());
         Ok(symbols)
     }
@@ -263,6 +279,25 @@ fn candidates(pid: u32) -> Vec<(PathBuf, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copies_of_a_binary_are_resolved_once_by_build_id() {
+        // Two copies of one ELF file (this test binary: it has a build-id).
+        let me = std::env::current_exe().unwrap();
+        let dir = std::env::temp_dir().join(format!("heaptrace-symcache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        std::fs::copy(&me, &a).unwrap();
+        std::fs::copy(&me, &b).unwrap();
+        let mut cache = SymbolCache::default();
+        let first = cache.resolve_file(&a).unwrap();
+        let second = cache.resolve_file(&b).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(first.build_id.is_some());
+        assert!(Arc::ptr_eq(&first, &second), "the copy was resolved again");
+        assert_eq!(cache.by_file.len(), 2);
+        assert_eq!(cache.by_build_id.len(), 1);
+    }
 
     #[test]
     fn prefixes_match_only_the_intended_names() {
