@@ -1,0 +1,103 @@
+//! What is traced, as the system sees it: process facts from `/proc`. This
+//! is an edge: it does I/O and hands plain values to the core.
+
+use thiserror::Error;
+
+use crate::core::{Mapping, ProcStatus, ProcessInfo};
+
+/// Problems finding or reading a target process.
+#[derive(Debug, Error)]
+pub enum TargetError {
+    /// The pid names no running process.
+    #[error("no process with pid {0} (check the pid with `ps -p {0}`)")]
+    NoSuchProcess(u32),
+    /// `/proc/PID/...` exists but reading it was refused.
+    #[error(
+        "cannot read /proc/{pid}/{file}: permission denied. Reading another process's memory map needs \
+         ptrace access to it: run heaptrace as root (with CAP_SYS_PTRACE), and note that processes that are \
+         not dumpable (prctl PR_SET_DUMPABLE 0) refuse it even to root"
+    )]
+    Refused { pid: u32, file: &'static str },
+    /// `/proc/PID/...` exists but could not be read.
+    #[error("cannot read /proc/{pid}/{file}: {reason}")]
+    Unreadable { pid: u32, file: &'static str, reason: String },
+}
+
+fn proc_error(pid: u32, file: &'static str, e: procfs::ProcError) -> TargetError {
+    match e {
+        procfs::ProcError::PermissionDenied(_) => TargetError::Refused { pid, file },
+        procfs::ProcError::NotFound(_) => TargetError::NoSuchProcess(pid),
+        procfs::ProcError::Io(io, _) => TargetError::Unreadable { pid, file, reason: io.to_string() },
+        other => TargetError::Unreadable { pid, file, reason: other.to_string() },
+    }
+}
+
+/// Fails with [`TargetError::NoSuchProcess`] unless `pid` is a live process
+/// (not a zombie, not a thread id).
+pub fn check_exists(pid: u32) -> Result<(), TargetError> {
+    let p = procfs::process::Process::new(pid as i32).map_err(|_| TargetError::NoSuchProcess(pid))?;
+    let stat = p.stat().map_err(|_| TargetError::NoSuchProcess(pid))?;
+    let is_thread_group_leader = std::fs::metadata(format!("/proc/{pid}/task/{pid}")).is_ok()
+        && p.status().map(|s| s.tgid == pid as i32).unwrap_or(false);
+    if stat.state == 'Z' || stat.state == 'X' || !is_thread_group_leader {
+        return Err(TargetError::NoSuchProcess(pid));
+    }
+    Ok(())
+}
+
+/// Everything the core needs at attach: comm, brk, existing mappings, RSS.
+pub fn process_info(pid: u32, ts_ns: u64) -> Result<ProcessInfo, TargetError> {
+    check_exists(pid)?;
+    let p = procfs::process::Process::new(pid as i32).map_err(|_| TargetError::NoSuchProcess(pid))?;
+    let unreadable = |file| move |e| proc_error(pid, file, e);
+    let stat = p.stat().map_err(unreadable("stat"))?;
+    let status = read_status(pid).ok_or(TargetError::NoSuchProcess(pid))?;
+    let maps = p.maps().map_err(unreadable("maps"))?;
+
+    let start_brk = stat.start_brk.unwrap_or(0);
+    let mut brk = start_brk;
+    let mut mappings = Vec::new();
+    for m in maps {
+        use procfs::process::{MMPermissions as P, MMapPath};
+        match &m.pathname {
+            MMapPath::Heap => {
+                brk = m.address.1;
+                continue;
+            }
+            MMapPath::Stack | MMapPath::Vdso | MMapPath::Vvar | MMapPath::Vsyscall | MMapPath::Rollup => {
+                continue;
+            }
+            // Newer kernels name more special mappings ("[vvar_vclock]", ...).
+            // Named anonymous memory ("[anon:...]") is ordinary mmap memory.
+            MMapPath::Other(name) if name.starts_with('[') && !name.starts_with("[anon") => continue,
+            _ => {}
+        }
+        let mut prot = 0;
+        for (perm, bit) in [(P::READ, 1), (P::WRITE, 2), (P::EXECUTE, 4)] {
+            if m.perms.contains(perm) {
+                prot |= bit;
+            }
+        }
+        mappings.push(Mapping {
+            start: m.address.0,
+            end: m.address.1,
+            prot,
+            shared: m.perms.contains(P::SHARED),
+            file: m.inode != 0,
+        });
+    }
+    Ok(ProcessInfo { pid, comm: stat.comm, ts_ns, start_brk, brk, mappings, status })
+}
+
+/// Current memory figures, or None if the process is gone (or a zombie,
+/// which has no memory left to report).
+pub fn read_status(pid: u32) -> Option<ProcStatus> {
+    let s = procfs::process::Process::new(pid as i32).ok()?.status().ok()?;
+    let kib = |v: Option<u64>| v.map(|kb| kb * 1024);
+    Some(ProcStatus {
+        vm_size: kib(s.vmsize)?,
+        rss_anon: kib(s.rssanon)?,
+        rss_file: kib(s.rssfile)?,
+        rss_shmem: kib(s.rssshmem)?,
+    })
+}
