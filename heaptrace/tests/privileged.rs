@@ -304,3 +304,51 @@ fn a_leaking_node_process_shows_growth() {
     assert!(p["finding"].as_str().unwrap().starts_with("RSS grew"), "finding: {}", p["finding"]);
     assert_eq!(p["comm"], "node");
 }
+
+#[test]
+fn a_process_in_a_kubernetes_shaped_cgroup_is_labelled_with_its_pod_and_container() {
+    require_root();
+    // A real cgroup in the v2 hierarchy, named as the kubelet + containerd
+    // name a burstable pod's container.
+    let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .find(|r| {
+            std::path::Path::new(r).join("cgroup.procs").exists()
+                && std::path::Path::new(r).join("cgroup.controllers").exists()
+        })
+        .expect("a cgroup v2 hierarchy");
+    let uid = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+    let id = "a3f5c8e1d2b4f6a8c0e2d4f6b8a0c2e4f6a8b0c2d4e6f8a0b2c4d6e8f0a2c4e6";
+    let pod = format!(
+        "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice",
+        uid.replace('-', "_")
+    );
+    let dir = std::path::Path::new(root).join(&pod).join(format!("cri-containerd-{id}.scope"));
+    std::fs::create_dir_all(&dir).expect("create the cgroup");
+    let mut w = Workload::memwork();
+    std::fs::write(dir.join("cgroup.procs"), w.pid().to_string()).expect("move the workload in");
+    use std::os::unix::fs::MetadataExt;
+    let cgroup_inode = std::fs::metadata(&dir).unwrap().ino();
+
+    let mut h = Heaptrace::attach(&[w.pid()], &[]);
+    w.run_sequence();
+    let s = h.fresh_snapshot(w.pid());
+    let (status, records) = h.stop();
+    drop(w);
+    // Leave no cgroups behind (the workload is gone, so they are empty).
+    std::thread::sleep(Duration::from_millis(200));
+    for d in [dir.clone(), std::path::Path::new(root).join(&pod)] {
+        let _ = std::fs::remove_dir(&d);
+    }
+    let _ = std::fs::remove_dir(std::path::Path::new(root).join("kubepods.slice/kubepods-burstable.slice"));
+    let _ = std::fs::remove_dir(std::path::Path::new(root).join("kubepods.slice"));
+
+    assert!(status.success());
+    assert_eq!(s["runtime"], "containerd");
+    assert_eq!(s["container_id"], id);
+    assert_eq!(s["pod_uid"], uid);
+    assert_eq!(s["qos"], "burstable");
+    // The kernel stamps events with the v2 cgroup id: the directory's inode.
+    assert_eq!(s["cgroup_id"].as_u64(), Some(cgroup_inode));
+    assert_eq!(process_summary(&records, s["pid"].as_u64().unwrap() as u32)["container_id"], id);
+}

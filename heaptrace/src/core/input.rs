@@ -36,6 +36,12 @@ pub struct ProcessInfo {
     /// `[heap]`, `[stack]`, `[vdso]`, `[vvar]` and `[vsyscall]`.
     pub mappings: Vec<Mapping>,
     pub status: ProcStatus,
+    /// Its cgroup in the v2 hierarchy (`0::` line of /proc/PID/cgroup).
+    #[serde(default)]
+    pub cgroup_path: Option<String>,
+    /// Its pid inside its own (innermost) pid namespace.
+    #[serde(default)]
+    pub ns_pid: Option<u32>,
 }
 
 /// One mapping, as listed in `/proc/PID/maps`.

@@ -4,6 +4,7 @@
 //! recording and the agent all drive the same [`Model`].
 
 pub mod address_space;
+pub mod container;
 pub mod gc;
 pub mod input;
 pub mod model;

@@ -205,6 +205,8 @@ impl Model {
                 committed_growth_bytes: delta(t.committed, base.totals.committed),
                 brk_growth_bytes: delta(p.brk_bytes(), base.brk_bytes),
                 cgroup_id: p.cgroup_id,
+                container: p.container.clone(),
+                ns_pid: p.ns_pid,
                 gc_count: p.gc.count,
                 gc_pause_ns: p.gc.total_pause_ns,
             }));
@@ -293,6 +295,8 @@ fn process_summary(p: &ProcessState, now_ns: u64) -> ProcessSummary {
     let mut s = ProcessSummary {
         pid: p.pid,
         comm: p.comm.clone(),
+        container: p.container.clone(),
+        ns_pid: p.ns_pid,
         traced_s: p.seconds_traced(now_ns),
         exited: p.exited_ns.is_some(),
         oom_killed: p.oom_killed,

@@ -25,6 +25,8 @@ pub struct ProcessState {
     pub large_mappings: u64,
     pub exited_ns: Option<u64>,
     pub oom_killed: bool,
+    pub container: Option<super::container::ContainerRef>,
+    pub ns_pid: Option<u32>,
     pub gc: super::gc::GcStats,
     /// GC work outside pauses, from the kernel's totals.
     pub gc_work: super::input::GcWork,
@@ -53,7 +55,10 @@ impl ProcessState {
             let region = Region { prot: m.prot, file: m.file, shared: m.shared, origin: m.start };
             space.map(m.start, m.end - m.start, region);
         }
+        let container = info.cgroup_path.as_deref().and_then(super::container::parse_cgroup_path);
         let mut state = Self {
+            container,
+            ns_pid: info.ns_pid,
             pid: info.pid,
             comm: info.comm,
             attached_ns: info.ts_ns,

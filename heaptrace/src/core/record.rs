@@ -7,6 +7,10 @@ use super::input::CallCounts;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "records are made a few per tick and written out at once, never held in bulk: boxing buys nothing"
+)]
 pub enum Record {
     Snapshot(Snapshot),
     Mapping(LargeMapping),
@@ -49,6 +53,11 @@ pub struct Snapshot {
     pub brk_growth_bytes: i64,
     /// Cgroup (v2) of the last event seen from this process; 0 before any.
     pub cgroup_id: u64,
+    /// Its container, from its cgroup path (absent if not in one).
+    #[serde(flatten)]
+    pub container: Option<crate::core::container::ContainerRef>,
+    /// The pid inside its own pid namespace (differs in containers).
+    pub ns_pid: Option<u32>,
     /// V8 garbage-collection pauses since attach (0 if not a V8 process).
     pub gc_count: u64,
     /// Their total length.
@@ -168,6 +177,9 @@ pub struct Summary {
 pub struct ProcessSummary {
     pub pid: u32,
     pub comm: String,
+    #[serde(flatten)]
+    pub container: Option<crate::core::container::ContainerRef>,
+    pub ns_pid: Option<u32>,
     pub traced_s: f64,
     pub exited: bool,
     pub oom_killed: bool,

@@ -33,6 +33,8 @@ fn attach(m: &mut Model, pid: u32) {
             Mapping { start: 0x7f10_0000_0000, end: 0x7f10_0020_0000, prot: 0, shared: false, file: false },
         ],
         status: status(20 * M),
+        cgroup_path: None,
+        ns_pid: Some(pid),
     };
     m.apply(Input::Attach(info), &mut Vec::new());
 }
@@ -247,4 +249,35 @@ fn inputs_round_trip_through_json_for_recordings() {
     let input = mem(1, 2, MemOp::Mremap { old_addr: 1, old_len: 2, new_addr: 3, new_len: 4, flags: 1 });
     let text = serde_json::to_string(&input).unwrap();
     assert_eq!(serde_json::from_str::<Input>(&text).unwrap(), input);
+}
+
+#[test]
+fn a_process_in_a_pod_is_labelled_with_its_container() {
+    let mut m = model();
+    let id = "3f4e1d2c9b8a7f6e5d4c3b2a19081726354453627181920a1b2c3d4e5f607182";
+    let path = format!(
+        "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0f4a8c2e_1b3d_4e5f_8a9b_0c1d2e3f4a5b.slice/cri-containerd-{id}.scope"
+    );
+    let info = ProcessInfo {
+        pid: 7,
+        comm: "node".into(),
+        ts_ns: SEC,
+        start_brk: 0,
+        brk: 0,
+        mappings: vec![],
+        status: status(M),
+        cgroup_path: Some(path),
+        ns_pid: Some(1),
+    };
+    m.apply(Input::Attach(info), &mut Vec::new());
+    let s = snapshot(&mut m, 7, 2 * SEC);
+    let c = s.container.expect("a container");
+    assert_eq!(
+        (c.container_id.as_str(), c.pod_uid.as_deref()),
+        (id, Some("0f4a8c2e-1b3d-4e5f-8a9b-0c1d2e3f4a5b"))
+    );
+    assert_eq!(s.ns_pid, Some(1));
+    let json = serde_json::to_value(Record::Snapshot(snapshot(&mut m, 7, 3 * SEC))).unwrap();
+    assert_eq!(json["runtime"], "containerd");
+    assert_eq!(json["qos"], "burstable");
 }

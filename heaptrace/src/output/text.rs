@@ -150,7 +150,15 @@ fn process_summary(o: &mut impl Write, p: &ProcessSummary) -> io::Result<()> {
         (true, false) => ", exited",
         _ => "",
     };
-    writeln!(o, "pid {} ({}), traced {:.1} s{state}", p.pid, p.comm, p.traced_s)?;
+    let container = p.container.as_ref().map_or(String::new(), |c| {
+        let runtime = serde_json::to_value(c.runtime)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let pod = c.pod_uid.as_ref().map_or(String::new(), |uid| format!(", pod {uid}"));
+        format!(", container {} ({runtime}{pod})", &c.container_id[..12])
+    });
+    writeln!(o, "pid {} ({}){container}, traced {:.1} s{state}", p.pid, p.comm, p.traced_s)?;
     writeln!(o, "  finding:   {}", p.finding)?;
     writeln!(
         o,

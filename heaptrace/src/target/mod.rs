@@ -86,7 +86,13 @@ pub fn process_info(pid: u32, ts_ns: u64) -> Result<ProcessInfo, TargetError> {
             file: m.inode != 0,
         });
     }
-    Ok(ProcessInfo { pid, comm: stat.comm, ts_ns, start_brk, brk, mappings, status })
+    // The v2 hierarchy's line: "0::/path".
+    let cgroup_path = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|text| text.lines().find_map(|l| l.strip_prefix("0::").map(str::to_owned)));
+    let ns_pid =
+        p.status().ok().and_then(|s| s.nspid).and_then(|ids| ids.last().copied()).map(|id| id as u32);
+    Ok(ProcessInfo { pid, comm: stat.comm, ts_ns, start_brk, brk, mappings, status, cgroup_path, ns_pid })
 }
 
 /// Current memory figures, or None if the process is gone (or a zombie,
