@@ -224,25 +224,44 @@ pub fn gc_marking_step(_ctx: ProbeContext) -> u32 {
     0
 }
 
+/// Ends the interval that began at `*begin` (0: its start was not seen,
+/// e.g. attached mid-call) and returns its length.
+#[inline(always)]
+fn end_interval(begin: &mut u64) -> Option<u64> {
+    if *begin == 0 {
+        return None;
+    }
+    let took = now().saturating_sub(*begin);
+    *begin = 0;
+    Some(took)
+}
+
+/// Adds one occurrence taking `took` ns to a pair of process totals,
+/// chosen by `fields`.
+#[inline(always)]
+fn add_to_totals(pid_tgid: u64, took: u64, fields: fn(*mut GcTotals) -> (*mut u64, *mut u64)) {
+    if let Some(t) = totals(pid_tgid) {
+        let (count, ns) = fields(t);
+        // SAFETY: both point into a GC_TOTALS value, valid for this run.
+        unsafe {
+            atomic_add(count, 1);
+            atomic_add(ns, took);
+        }
+    }
+}
+
 #[uretprobe]
 pub fn gc_marking_step_return(_ctx: RetProbeContext) -> u32 {
     let Some((pid_tgid, state)) = thread_state(false) else { return 0 };
     // SAFETY: as in gc_collect_garbage.
     let s = unsafe { &mut *state };
-    if s.step_begin_ns == 0 {
-        return 0; // attached during this step
-    }
-    let took = now().saturating_sub(s.step_begin_ns);
-    s.step_begin_ns = 0;
+    let Some(took) = end_interval(&mut s.step_begin_ns) else { return 0 };
     s.marking_steps += 1;
     s.marking_step_ns += took;
-    if let Some(t) = totals(pid_tgid) {
-        // SAFETY: a pointer into a GC_TOTALS value, valid for this run.
-        unsafe {
-            atomic_add(&raw mut (*t).marking_steps, 1);
-            atomic_add(&raw mut (*t).marking_step_ns, took);
-        }
-    }
+    // SAFETY (in the closure): raw field addresses of a valid map value.
+    add_to_totals(pid_tgid, took, |t| unsafe {
+        (&raw mut (*t).marking_steps, &raw mut (*t).marking_step_ns)
+    });
     0
 }
 
@@ -260,19 +279,12 @@ pub fn gc_marking_start_return(_ctx: RetProbeContext) -> u32 {
     let Some((pid_tgid, state)) = thread_state(false) else { return 0 };
     // SAFETY: as in gc_collect_garbage.
     let s = unsafe { &mut *state };
-    if s.marking_start_begin_ns == 0 {
-        return 0;
-    }
-    let took = now().saturating_sub(s.marking_start_begin_ns);
-    s.marking_start_begin_ns = 0;
+    let Some(took) = end_interval(&mut s.marking_start_begin_ns) else { return 0 };
     s.marking_start_ns = took;
-    if let Some(t) = totals(pid_tgid) {
-        // SAFETY: as in gc_marking_step_return.
-        unsafe {
-            atomic_add(&raw mut (*t).marking_starts, 1);
-            atomic_add(&raw mut (*t).marking_start_ns, took);
-        }
-    }
+    // SAFETY (in the closure): raw field addresses of a valid map value.
+    add_to_totals(pid_tgid, took, |t| unsafe {
+        (&raw mut (*t).marking_starts, &raw mut (*t).marking_start_ns)
+    });
     0
 }
 
@@ -296,18 +308,10 @@ pub fn gc_epilogue_callbacks(ctx: ProbeContext) -> u32 {
     }
     let Some((pid_tgid, state)) = thread_state(false) else { return 0 };
     // SAFETY: as in gc_collect_garbage.
-    let s = unsafe { &mut *state };
-    if s.weak_begin_ns == 0 {
-        return 0;
-    }
-    let took = now().saturating_sub(s.weak_begin_ns);
-    s.weak_begin_ns = 0;
-    if let Some(t) = totals(pid_tgid) {
-        // SAFETY: as in gc_marking_step_return.
-        unsafe {
-            atomic_add(&raw mut (*t).weak_callbacks, 1);
-            atomic_add(&raw mut (*t).weak_callback_ns, took);
-        }
-    }
+    let Some(took) = end_interval(unsafe { &mut (*state).weak_begin_ns }) else { return 0 };
+    // SAFETY (in the closure): raw field addresses of a valid map value.
+    add_to_totals(pid_tgid, took, |t| unsafe {
+        (&raw mut (*t).weak_callbacks, &raw mut (*t).weak_callback_ns)
+    });
     0
 }
