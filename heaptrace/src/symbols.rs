@@ -111,10 +111,6 @@ impl V8Symbols {
     pub fn offsets(&self, f: V8Function) -> Vec<u64> {
         self.functions.get(&f).map(|v| v.iter().map(|s| s.file_offset).collect()).unwrap_or_default()
     }
-
-    pub fn missing(&self) -> Vec<V8Function> {
-        V8Function::ALL.into_iter().filter(|f| !self.functions.contains_key(f)).collect()
-    }
 }
 
 #[derive(Debug, Error)]

@@ -173,10 +173,6 @@ impl Model {
         }
     }
 
-    pub fn has_exited(&self, pid: u32) -> bool {
-        self.processes.get(&pid).is_some_and(|p| p.exited_ns.is_some())
-    }
-
     /// One snapshot per live process, as of `now_ns`.
     pub fn snapshots(&mut self, now_ns: u64, out: &mut Vec<Record>) {
         self.observe_time(now_ns);
