@@ -19,6 +19,48 @@ pub mod kind {
     pub const OOM: u32 = 3;
     /// One V8 garbage-collection pause ended: [`super::GcEvent`].
     pub const GC: u32 = 4;
+    /// A process called execve and is (or may be) in the traced set:
+    /// [`super::LifecycleEvent`].
+    pub const EXEC: u32 = 5;
+    /// A traced process forked a child that is traced too:
+    /// [`super::LifecycleEvent`].
+    pub const FORK: u32 = 6;
+}
+
+/// What userspace asked the kernel to select at exec and fork time (a
+/// global set at load). 0 means only the explicitly given pids are traced.
+pub mod select {
+    /// Every process on the host.
+    pub const ALL: u32 = 1;
+    /// Only processes whose comm is in the `COMMS` map.
+    pub const COMM: u32 = 2;
+    /// Only processes whose cgroup the `CGROUP_VERDICT` map selects;
+    /// cgroups not in the map yet are left to userspace to decide.
+    pub const CGROUP: u32 = 4;
+}
+
+/// Values of the `CGROUP_VERDICT` map.
+pub mod cgroup_verdict {
+    pub const SELECTED: u32 = 1;
+    pub const REJECTED: u32 = 2;
+}
+
+/// [`ProcCounters::flags`] bits.
+pub mod proc_flags {
+    /// Traced because it matched the selection (not named by pid): its
+    /// forked children are traced too, and it is checked again at exec.
+    pub const FOLLOW: u64 = 1;
+}
+
+/// [`LifecycleEvent::flags`] bits.
+pub mod lifecycle_flags {
+    /// The process is in the traced set now.
+    pub const TRACED: u32 = 1;
+    /// It was traced before this exec (its address space was replaced).
+    pub const WAS_TRACED: u32 = 2;
+    /// Its cgroup has no verdict yet: userspace decides and, if selected,
+    /// adds it.
+    pub const UNDECIDED: u32 = 4;
 }
 
 /// Architecture-neutral names for the memory syscalls heaptrace follows.
@@ -41,8 +83,15 @@ pub mod mem_op {
 /// than half a second, against a 20 ms drain interval.
 pub const RING_BUFFER_BYTES: u32 = 16 << 20;
 
-/// Capacity of the traced-process map.
-pub const MAX_TRACED_PROCESSES: u32 = 16_384;
+/// Capacity of the traced-process map (`--all` on a big host included).
+pub const MAX_TRACED_PROCESSES: u32 = 65_536;
+
+/// Capacity of the comm-selection map (`--comm`, repeated).
+pub const MAX_SELECTED_COMMS: u32 = 64;
+
+/// Capacity of the per-cgroup verdict cache. LRU: a forgotten verdict is
+/// only asked again.
+pub const MAX_CGROUP_VERDICTS: u32 = 8_192;
 
 /// Capacity of the per-thread scratch map used by the classic-tracepoint
 /// fallback to pair a syscall's entry (arguments) with its exit (result).
@@ -86,11 +135,29 @@ pub struct MemEvent {
     pub ret: u64,
 }
 
-/// The whole thread group of a traced process has exited.
+/// The whole thread group of a traced process has exited. The kernel
+/// removes the process from the traced set at that moment (so a reused pid
+/// can never inherit its entry) and hands over its final counters here.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExitEvent {
     pub header: EventHeader,
+    pub counters: ProcCounters,
+    pub gc: GcTotals,
+}
+
+/// An exec or fork of a process that is, or may become, traced.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LifecycleEvent {
+    /// `header.pid` is the process (for a fork, the child).
+    pub header: EventHeader,
+    /// Fork: the parent's tgid. Exec: 0.
+    pub parent_pid: u32,
+    /// [`lifecycle_flags`].
+    pub flags: u32,
+    /// The command name after the exec (for a fork, the parent's).
+    pub comm: [u8; 16],
 }
 
 /// The OOM killer marked a traced process as its victim. Sizes are in kB, as
@@ -119,6 +186,8 @@ pub struct ProcCounters {
     pub mmap_bytes: u64,
     /// Sum of `len` over successful munmaps.
     pub munmap_bytes: u64,
+    /// [`proc_flags`].
+    pub flags: u64,
 }
 
 /// Arguments saved at syscall entry by the classic-tracepoint fallback.
@@ -225,9 +294,10 @@ const _: () = assert!(core::mem::size_of::<GcTotals>() == 48);
 const _: () = assert!(core::mem::size_of::<GcThreadState>() == 96);
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 32);
 const _: () = assert!(core::mem::size_of::<MemEvent>() == 88);
-const _: () = assert!(core::mem::size_of::<ExitEvent>() == 32);
+const _: () = assert!(core::mem::size_of::<ExitEvent>() == 160);
+const _: () = assert!(core::mem::size_of::<LifecycleEvent>() == 56);
 const _: () = assert!(core::mem::size_of::<OomEvent>() == 64);
-const _: () = assert!(core::mem::size_of::<ProcCounters>() == 72);
+const _: () = assert!(core::mem::size_of::<ProcCounters>() == 80);
 const _: () = assert!(core::mem::size_of::<PendingSyscall>() == 48);
 
 /// x86_64 syscall numbers of the calls heaptrace follows.

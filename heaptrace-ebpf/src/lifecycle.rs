@@ -1,14 +1,21 @@
-//! Process lifecycle: exit of a whole thread group, and OOM-killer victims.
-//! Both are rare, so they are streamed with a normal wakeup.
+//! Process lifecycle: exec and fork (which grow the traced set when a
+//! selection such as `--comm` or `--all` is active), exit of a whole thread
+//! group, and OOM-killer victims. All are rare, so they are streamed with a
+//! normal wakeup: userspace must read a new process's maps and attach its GC
+//! probes before it gets far.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::tracepoint,
     programs::TracePointContext,
 };
-use heaptrace_common::{EventHeader, ExitEvent, OomEvent, kind};
+use heaptrace_common::{
+    EventHeader, ExitEvent, LifecycleEvent, OomEvent, ProcCounters, cgroup_verdict, kind, lifecycle_flags,
+    proc_flags, select,
+};
 
-use crate::maps::{EVENTS, TRACED, count_drop};
+use crate::maps::{CGROUP_VERDICT, COMMS, EVENTS, GC_TOTALS, TRACED, count_drop};
 
 /// Offset of `group_dead` in `sched:sched_process_exit`, read by userspace
 /// from the tracepoint's format file and set at load time. 0 means the field
@@ -17,13 +24,17 @@ use crate::maps::{EVENTS, TRACED, count_drop};
 #[unsafe(no_mangle)]
 static EXIT_GROUP_DEAD_OFFSET: u32 = 0;
 
+/// heaptrace_common::select bits, set at load time. 0: only explicit pids.
+#[unsafe(no_mangle)]
+static SELECT: u32 = 0;
+
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if TRACED.get_ptr(&tgid).is_none() {
+    let Some(counters) = TRACED.get_ptr(&tgid) else {
         return 0;
-    }
+    };
     // SAFETY: a volatile read of a global that userspace may patch at load.
     let offset = unsafe { core::ptr::read_volatile(&EXIT_GROUP_DEAD_OFFSET) };
     let whole_process_exited = if offset == 0 {
@@ -36,11 +47,148 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if !whole_process_exited {
         return 0;
     }
-    let event = ExitEvent { header: header(kind::EXIT, pid_tgid) };
+    let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
+        count_drop();
+        // Still leave the traced set: a stale entry would let a later
+        // process with the same pid inherit it.
+        let _ = TRACED.remove(&tgid);
+        let _ = GC_TOTALS.remove(&tgid);
+        return 0;
+    };
+    // SAFETY: both pointers come from successful lookups in this run; every
+    // thread of the process has exited, so nothing updates them any more.
+    let (counters, gc) = unsafe { (*counters, GC_TOTALS.get(&tgid).copied().unwrap_or_default()) };
+    entry.write(ExitEvent { header: header(kind::EXIT, pid_tgid), counters, gc });
+    entry.submit(0);
+    let _ = TRACED.remove(&tgid);
+    let _ = GC_TOTALS.remove(&tgid);
+    0
+}
+
+/// Whether the current process matches the selection.
+enum Verdict {
+    Yes,
+    No,
+    /// Its cgroup is new: userspace must look at its path.
+    Ask,
+}
+
+#[inline(always)]
+fn selected(select_bits: u32) -> Verdict {
+    if select_bits & select::ALL != 0 {
+        return Verdict::Yes;
+    }
+    if select_bits & select::COMM != 0 {
+        let Ok(comm) = bpf_get_current_comm() else { return Verdict::No };
+        // SAFETY: a plain lookup; the value is not dereferenced.
+        if unsafe { COMMS.get(&comm) }.is_none() {
+            return Verdict::No;
+        }
+    }
+    if select_bits & select::CGROUP != 0 {
+        // SAFETY: a plain helper with no arguments.
+        let cgroup = unsafe { bpf_get_current_cgroup_id() };
+        // SAFETY: a lookup whose value is copied out at once.
+        return match unsafe { CGROUP_VERDICT.get(&cgroup) }.copied() {
+            Some(cgroup_verdict::SELECTED) => Verdict::Yes,
+            Some(_) => Verdict::No,
+            None => Verdict::Ask,
+        };
+    }
+    Verdict::Yes
+}
+
+/// After a successful execve (running as the new program). A traced
+/// process's address space was just replaced; a process that now matches
+/// the selection joins the traced set before its first mmap.
+#[tracepoint]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: a volatile read of a global that userspace may patch at load.
+    let select_bits = unsafe { core::ptr::read_volatile(&SELECT) };
+    let mut flags = 0;
+    if let Some(counters) = TRACED.get_ptr(&tgid) {
+        flags |= lifecycle_flags::WAS_TRACED;
+        // SAFETY: pointer from a successful lookup in this run.
+        let follow = unsafe { (*counters).flags } & proc_flags::FOLLOW != 0;
+        // Explicit pids stay traced whatever they exec; processes traced
+        // by selection are checked again (node spawning `sh` drops out).
+        if !follow || matches!(selected(select_bits), Verdict::Yes) {
+            flags |= lifecycle_flags::TRACED;
+        } else {
+            let _ = TRACED.remove(&tgid);
+            let _ = GC_TOTALS.remove(&tgid);
+        }
+    } else {
+        if select_bits == 0 {
+            return 0;
+        }
+        match selected(select_bits) {
+            Verdict::No => return 0,
+            Verdict::Ask => flags |= lifecycle_flags::UNDECIDED,
+            Verdict::Yes => {
+                let counters = ProcCounters { flags: proc_flags::FOLLOW, ..Default::default() };
+                if TRACED.insert(&tgid, &counters, BPF_NOEXIST as u64).is_ok() {
+                    flags |= lifecycle_flags::TRACED;
+                }
+            }
+        }
+    }
+    emit_lifecycle(kind::EXEC, pid_tgid, tgid, 0, flags);
+    0
+}
+
+/// `task:task_newtask` field offsets (from its format file).
+const NEWTASK_PID: usize = 8;
+const NEWTASK_CLONE_FLAGS: usize = 32;
+const CLONE_VM: u64 = 0x100;
+const CLONE_THREAD: u64 = 0x10000;
+
+/// A new task, in its parent's context. A new process (not a thread, and
+/// not a vfork-style child sharing the parent's memory) of a process traced
+/// by selection is traced too, from its first instruction.
+#[tracepoint]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let parent = (pid_tgid >> 32) as u32;
+    let Some(counters) = TRACED.get_ptr(&parent) else {
+        return 0;
+    };
+    // SAFETY: pointer from a successful lookup in this run.
+    if unsafe { (*counters).flags } & proc_flags::FOLLOW == 0 {
+        return 0;
+    }
+    // SAFETY: offsets from the tracepoint's format; helper-based reads.
+    let clone_flags = unsafe { ctx.read_at::<u64>(NEWTASK_CLONE_FLAGS) }.unwrap_or(CLONE_THREAD);
+    if clone_flags & (CLONE_THREAD | CLONE_VM) != 0 {
+        return 0;
+    }
+    // SAFETY: as above.
+    let Ok(child) = (unsafe { ctx.read_at::<i32>(NEWTASK_PID) }) else {
+        return 0;
+    };
+    let child = child as u32;
+    let counters = ProcCounters { flags: proc_flags::FOLLOW, ..Default::default() };
+    if TRACED.insert(&child, &counters, BPF_NOEXIST as u64).is_ok() {
+        emit_lifecycle(kind::FORK, pid_tgid, child, parent, lifecycle_flags::TRACED);
+    }
+    0
+}
+
+#[inline(always)]
+fn emit_lifecycle(kind: u32, pid_tgid: u64, pid: u32, parent_pid: u32, flags: u32) {
+    let mut event = LifecycleEvent {
+        header: header(kind, pid_tgid),
+        parent_pid,
+        flags,
+        comm: bpf_get_current_comm().unwrap_or_default(),
+    };
+    event.header.pid = pid;
+    event.header.tid = pid;
     if EVENTS.output(&event, 0).is_err() {
         count_drop();
     }
-    0
 }
 
 /// `oom:mark_victim` field offsets (from its format file).

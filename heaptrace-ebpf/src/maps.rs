@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
 };
 use heaptrace_common::{
-    GcThreadState, GcTotals, MAX_GC_THREADS, MAX_PENDING_SYSCALLS, MAX_TRACED_PROCESSES, PendingSyscall,
-    ProcCounters, RING_BUFFER_BYTES,
+    GcThreadState, GcTotals, MAX_CGROUP_VERDICTS, MAX_GC_THREADS, MAX_PENDING_SYSCALLS, MAX_SELECTED_COMMS,
+    MAX_TRACED_PROCESSES, PendingSyscall, ProcCounters, RING_BUFFER_BYTES,
 };
 
 /// The traced set: tgid → that process's counters. Userspace inserts and
@@ -14,6 +14,18 @@ use heaptrace_common::{
 /// filters and finds the counters.
 #[map]
 pub static TRACED: HashMap<u32, ProcCounters> = HashMap::with_max_entries(MAX_TRACED_PROCESSES, 0);
+
+/// `--comm` selection: command names (NUL-padded, as the kernel keeps
+/// them) whose processes are traced from exec on.
+#[map]
+pub static COMMS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(MAX_SELECTED_COMMS, 0);
+
+/// `--container` / `--cgroup` selection: cgroup id → verdict (see
+/// heaptrace_common::cgroup_verdict). Userspace decides each cgroup once,
+/// from its path; the kernel only caches the answer.
+#[map]
+pub static CGROUP_VERDICT: aya_ebpf::maps::LruHashMap<u64, u32> =
+    aya_ebpf::maps::LruHashMap::with_max_entries(MAX_CGROUP_VERDICTS, 0);
 
 /// The one ring buffer for streamed events.
 #[map]

@@ -5,7 +5,11 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::{kernel::MemHookChoice, units};
+use crate::{
+    kernel::MemHookChoice,
+    target::select::{COMM_MAX, Selection},
+    units,
+};
 
 /// Shortest sampling interval: below this, /proc reads start to cost.
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
@@ -15,12 +19,32 @@ const MIN_INTERVAL: Duration = Duration::from_millis(10);
     name = "heaptrace",
     version,
     about = "Trace why a running process's memory grows, live, with eBPF (no restart, no flags).",
-    after_help = "Examples:\n  sudo heaptrace --pid 4242\n  sudo heaptrace --pid 4242 --duration 30s -o json > trace.jsonl"
+    after_help = "Examples:\n  sudo heaptrace --pid 4242\n  sudo heaptrace --comm node            # every node process, including ones started later\n  sudo heaptrace --container 3f4e1d2c   # one container, by id prefix\n  sudo heaptrace --all -o json > host.jsonl\n\n--comm and --container/--cgroup combine like pgrep's options (all must match);\nrepeating one flag gives alternatives; --pid adds processes outright."
 )]
+#[command(group(clap::ArgGroup::new("selection").required(true).multiple(true).args(["pids", "all", "comms", "containers", "cgroups"])))]
 pub struct Cli {
     /// Process to trace (repeat for several).
-    #[arg(short, long = "pid", value_name = "PID", required = true, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(short, long = "pid", value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
     pub pids: Vec<u32>,
+
+    /// Trace every process on the host, including ones started later.
+    #[arg(short = 'a', long, conflicts_with_all = ["comms", "containers", "cgroups"])]
+    pub all: bool,
+
+    /// Trace processes with this command name (as in `ps -o comm`), from
+    /// exec on, including ones started later (repeat for several).
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+
+    /// Trace the processes of a container, by id or id prefix (docker,
+    /// containerd, CRI-O, podman; repeat for several).
+    #[arg(long = "container", value_name = "ID")]
+    pub containers: Vec<String>,
+
+    /// Trace the processes of a cgroup and its descendants: a path in the
+    /// v2 hierarchy, as in /proc/PID/cgroup (e.g. /kubepods.slice/...).
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroups: Vec<String>,
 
     /// Stop after this long (e.g. 30s, 5m). Default: until Ctrl-C or until
     /// every traced process has exited.
@@ -64,7 +88,7 @@ pub enum OutputFormat {
 /// A validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub pids: Vec<u32>,
+    pub selection: Selection,
     pub duration: Option<Duration>,
     pub interval: Duration,
     pub output: OutputFormat,
@@ -90,8 +114,36 @@ impl Config {
         let mut pids = cli.pids;
         pids.sort_unstable();
         pids.dedup();
+        for comm in &cli.comms {
+            if comm.is_empty() || comm.contains('/') {
+                return Err(format!("--comm {comm:?}: expected a command name such as node (not a path)"));
+            }
+            if comm.len() > COMM_MAX {
+                return Err(format!(
+                    "--comm {comm:?}: the kernel keeps only the first {COMM_MAX} bytes of a command name; \
+                     use --comm {:?}",
+                    String::from_utf8_lossy(&comm.as_bytes()[..COMM_MAX])
+                ));
+            }
+        }
+        let mut containers = Vec::new();
+        for id in &cli.containers {
+            let id = id.to_ascii_lowercase();
+            if id.len() < 4 || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "--container {id:?}: expected a container id or a prefix of at least 4 hex digits \
+                     (as `docker ps` or `crictl ps` show)"
+                ));
+            }
+            containers.push(id);
+        }
+        let mut cgroups = Vec::new();
+        for path in &cli.cgroups {
+            cgroups.push(normalize_cgroup(path)?);
+        }
+        let selection = Selection { pids, all: cli.all, comms: cli.comms, containers, cgroups };
         Ok(Self {
-            pids,
+            selection,
             duration: cli.duration,
             interval: cli.interval,
             output: cli.output,
@@ -101,6 +153,23 @@ impl Config {
             verbose: cli.verbose,
         })
     }
+}
+
+/// A `--cgroup` value as a v2 path ("/a/b"): given as in /proc/PID/cgroup
+/// or as a directory under the v2 mount. It must exist.
+fn normalize_cgroup(given: &str) -> Result<String, String> {
+    let root = crate::target::cgroup::v2_root()
+        .ok_or_else(|| "--cgroup: this host has no cgroup v2 hierarchy mounted".to_owned())?;
+    let rel = std::path::Path::new(given).strip_prefix(root).map(|p| p.to_string_lossy().into_owned());
+    let rel = rel.unwrap_or_else(|_| given.to_owned());
+    let path = format!("/{}", rel.trim_matches('/'));
+    if !root.join(path.trim_start_matches('/')).is_dir() {
+        return Err(format!(
+            "--cgroup {given}: no such cgroup under {} (see the 0:: line of /proc/PID/cgroup)",
+            root.display()
+        ));
+    }
+    Ok(path)
 }
 
 #[cfg(test)]
@@ -116,7 +185,7 @@ mod tests {
     #[test]
     fn defaults() {
         let c = parse(&["--pid", "42"]).unwrap();
-        assert_eq!(c.pids, vec![42]);
+        assert_eq!(c.selection.pids, vec![42]);
         assert_eq!(c.interval, Duration::from_secs(1));
         assert_eq!(c.duration, None);
         assert_eq!(c.large_threshold, 1 << 20);
@@ -143,11 +212,24 @@ mod tests {
             "512k",
         ])
         .unwrap();
-        assert_eq!(c.pids, vec![2, 3]);
+        assert_eq!(c.selection.pids, vec![2, 3]);
         assert_eq!(c.duration, Some(Duration::from_secs(30)));
         assert_eq!(c.interval, Duration::from_millis(250));
         assert_eq!(c.output, OutputFormat::Json);
         assert_eq!(c.large_threshold, 512 << 10);
+    }
+
+    #[test]
+    fn selections() {
+        let c = parse(&["--comm", "node", "--container", "ABCDEF12", "-p", "7"]).unwrap();
+        assert_eq!(c.selection.comms, vec!["node"]);
+        assert_eq!(c.selection.containers, vec!["abcdef12"]);
+        assert_eq!(c.selection.pids, vec![7]);
+        assert!(c.selection.follows());
+        assert!(parse(&["--all"]).unwrap().selection.all);
+        if crate::target::cgroup::v2_root().is_some() {
+            assert_eq!(parse(&["--cgroup", "/"]).unwrap().selection.cgroups, vec!["/"]);
+        }
     }
 
     #[test]
@@ -161,6 +243,14 @@ mod tests {
         let e = parse(&["--pid", "abc"]).unwrap_err();
         assert!(e.contains("--pid"), "{e}");
         assert!(parse(&[]).unwrap_err().contains("--pid"));
+        assert!(parse(&["--comm", "node", "--all"]).unwrap_err().contains("cannot be used with"));
+        assert!(parse(&["--comm", "/usr/bin/node"]).unwrap_err().contains("not a path"));
+        assert!(
+            parse(&["--comm", "a-very-long-command"]).unwrap_err().contains("use --comm \"a-very-long-com\"")
+        );
+        assert!(parse(&["--container", "xyz!"]).unwrap_err().contains("hex digits"));
+        assert!(parse(&["--container", "abc"]).unwrap_err().contains("at least 4"));
+        assert!(parse(&["--cgroup", "/no/such/cgroup/here"]).unwrap_err().contains("no such cgroup"));
         assert!(
             parse(&["--pid", "1", "-i", "1ms"]).unwrap_err().contains("--interval must be at least 10ms")
         );

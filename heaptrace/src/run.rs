@@ -2,7 +2,11 @@
 //! buffer, a drain tick, the snapshot interval, the deadline and signals.
 //! Edges (kernel, /proc) produce core inputs; records go to the sink.
 
-use std::{collections::HashMap, io, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    io,
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use tokio::{
@@ -13,11 +17,18 @@ use tokio::{
 use crate::{
     cli::Config,
     clock,
-    core::{Event, EventKind, Input, Model, ModelConfig, Record, Sample},
-    kernel::Tracer,
+    core::{
+        Event, EventKind, Input, Model, ModelConfig, Record, Sample, container::parse_cgroup_path,
+        input::Origin,
+    },
+    kernel::{GcScope, Tracer},
     output::Sink,
     symbols::{SymbolCache, V8Lookup},
-    target,
+    target::{
+        self, hold,
+        names::{self, ContainerNames},
+        select::Selection,
+    },
 };
 
 /// How often the ring buffer is drained when the kernel does not wake us.
@@ -40,11 +51,12 @@ pub enum Stop {
 }
 
 pub async fn run(config: Config, sink: &mut dyn Sink) -> Result<Stop> {
+    let selection = config.selection.clone();
     // Unknown pids are refused before anything is loaded.
-    for &pid in &config.pids {
+    for &pid in &selection.pids {
         target::check_exists(pid)?;
     }
-    let mut tracer = Tracer::load(config.mem_hook, config.ring_buffer_bytes)?;
+    let mut tracer = Tracer::load(config.mem_hook, config.ring_buffer_bytes, &selection.kernel())?;
     if config.verbose {
         eprintln!("heaptrace: memory hook: {}", tracer.mem_hook());
         for note in tracer.notes() {
@@ -57,33 +69,35 @@ pub async fn run(config: Config, sink: &mut dyn Sink) -> Result<Stop> {
         large_threshold: config.large_threshold,
         wall_offset_ns: clock::wall_offset_ns(),
         mem_hook: tracer.mem_hook().to_owned(),
+        group_all: selection.follows(),
     });
-    let mut collector = Collector { tracer: &mut tracer, model: &mut model, sink, missing: HashMap::new() };
-    let mut symbols = SymbolCache::default();
+    let mut collector = Collector {
+        tracer: &mut tracer,
+        model: &mut model,
+        sink,
+        missing: HashMap::new(),
+        symbols: SymbolCache::default(),
+        names: names::default_lookup(),
+        gc_scope: if selection.follows() { GcScope::Binary } else { GcScope::Process },
+        gc_retry: HashMap::new(),
+        selection,
+        verbose: config.verbose,
+    };
 
-    for &pid in &config.pids {
-        // Into the kernel's traced set first, then read the baseline: events
-        // that race the read are applied on top of it, which is idempotent.
-        collector.tracer.trace(pid)?;
-        match target::process_info(pid, clock::monotonic_ns()) {
-            Ok(info) => {
-                let comm = info.comm.clone();
-                collector.model.apply(Input::Attach(info), &mut Vec::new());
-                if attach_gc_probes(collector.tracer, &mut symbols, pid, &comm, config.verbose) {
-                    collector.model.set_gc_probed(pid);
-                }
-            }
-            Err(target::TargetError::NoSuchProcess(_)) => {
-                // It exited between the check and the attach.
-                collector.tracer.untrace(pid);
-                eprintln!("heaptrace: pid {pid} exited before tracing started");
-            }
-            Err(e) => return Err(e.into()),
-        }
+    let mut out = Vec::new();
+    for pid in collector.selection.pids.clone() {
+        // Named processes: failing to read one is an error, not a warning.
+        collector.start_tracing(pid, Origin::Start, Some(false), &mut out)?;
     }
-    if !collector.model.any_live() {
+    if collector.selection.follows() {
+        collector.rescan(&mut out);
+        if !collector.model.any_live() {
+            eprintln!("heaptrace: no matching process is running yet; waiting for one to start");
+        }
+    } else if !collector.model.any_live() {
         anyhow::bail!("none of the given processes is running any more");
     }
+    collector.emit(&out).context("writing output")?;
 
     let stop = collector.main_loop(&config).await;
     let stop = match stop {
@@ -98,64 +112,15 @@ pub async fn run(config: Config, sink: &mut dyn Sink) -> Result<Stop> {
     }
 }
 
-/// Finds V8 in the process and attaches the GC probes. When it cannot, says
-/// why on stderr and returns false: memory tracing goes on regardless.
-fn attach_gc_probes(
-    tracer: &mut Tracer,
-    symbols: &mut SymbolCache,
-    pid: u32,
-    comm: &str,
-    verbose: bool,
-) -> bool {
-    let v8 = match symbols.find_in_process(pid) {
-        Ok(V8Lookup::Found(v8)) => v8,
-        Ok(V8Lookup::NotFound { looked_at }) => {
-            let files: Vec<String> = looked_at
-                .iter()
-                .map(|(path, id)| format!("{path} (build-id {})", id.as_deref().unwrap_or("none")))
-                .collect();
-            eprintln!(
-                "heaptrace: pid {pid} ({comm}): no V8 garbage-collector symbols in {}: not a Node.js process, \
-                 or a stripped binary; tracing memory only",
-                files.join(", ")
-            );
-            return false;
-        }
-        Err(e) => {
-            eprintln!(
-                "heaptrace: pid {pid} ({comm}): cannot read its binary for V8 symbols ({e}); tracing memory only"
-            );
-            return false;
-        }
-    };
-    match tracer.attach_gc(pid, &v8) {
-        Ok(report) => {
-            if !report.missing.is_empty() {
-                eprintln!(
-                    "heaptrace: pid {pid} ({comm}): V8 functions not found in {}: {} (their figures will be missing)",
-                    v8.display_path,
-                    report.missing.join(", ")
-                );
-            }
-            if verbose {
-                eprintln!(
-                    "heaptrace: pid {pid}: GC probes on {} (build-id {}, {}): {}",
-                    v8.display_path,
-                    v8.symbols.build_id.as_deref().unwrap_or("none"),
-                    if report.v8_timestamps { "V8's own pause timestamps" } else { "kernel timestamps" },
-                    report.attached.join(", ")
-                );
-            }
-            true
-        }
-        Err(e) => {
-            eprintln!(
-                "heaptrace: pid {pid} ({comm}): GC probes could not be attached ({e:#}); tracing memory only"
-            );
-            false
-        }
-    }
-}
+/// How often a selection re-scans /proc, for processes that joined it
+/// without an exec or fork (moved into a selected cgroup, renamed) or whose
+/// exec event was lost.
+const RESCAN_EVERY: Duration = Duration::from_secs(10);
+
+/// How many intervals to keep looking for V8 in a new process whose
+/// executable has none: a distribution's node maps libnode.so only after
+/// the dynamic loader ran.
+const GC_RETRIES: u8 = 3;
 
 struct Collector<'a> {
     tracer: &'a mut Tracer,
@@ -163,18 +128,170 @@ struct Collector<'a> {
     sink: &'a mut dyn Sink,
     /// Intervals each pid has been missing from /proc.
     missing: HashMap<u32, u32>,
+    symbols: SymbolCache,
+    names: names::Chain,
+    gc_scope: GcScope,
+    /// New processes without V8 found yet, and the tries left.
+    gc_retry: HashMap<u32, u8>,
+    selection: Selection,
+    verbose: bool,
 }
 
 impl Collector<'_> {
+    /// Brings one process into the model: its place in the kernel's traced
+    /// set (`follow`: Some when heaptrace must add it; None when the kernel
+    /// already did), its memory map as the baseline, its container, its GC
+    /// probes. Returns an error only for named pids; a selected process
+    /// that cannot be read is reported and skipped.
+    fn start_tracing(
+        &mut self,
+        pid: u32,
+        origin: Origin,
+        follow: Option<bool>,
+        out: &mut Vec<Record>,
+    ) -> Result<(), target::TargetError> {
+        let named = follow == Some(false);
+        if let Some(follow) = follow
+            && let Err(e) = self.tracer.trace(pid, follow)
+        {
+            eprintln!("heaptrace: pid {pid}: cannot add it to the traced set ({e}); skipping it");
+            return Ok(());
+        }
+        // Into the kernel's traced set first, then read the baseline: events
+        // that race the read are applied on top of it, which is idempotent.
+        // A just-exec'd process of a binary not seen before is held still
+        // while its symbols are read (see target::hold).
+        let held = (origin == Origin::Exec && !self.symbols.knows_executable(pid)).then(|| hold::hold(pid));
+        if let Some(Err(why)) = &held
+            && self.verbose
+        {
+            eprintln!("heaptrace: pid {pid}: not held while its GC probes are attached ({why})");
+        }
+        match target::process_info(pid, clock::monotonic_ns()) {
+            Ok(mut info) => {
+                info.origin = origin;
+                info.container = info.cgroup_path.as_deref().and_then(parse_cgroup_path).map(|mut c| {
+                    self.names.name(&mut c);
+                    c
+                });
+                let comm = info.comm.clone();
+                info.gc_probes = self.attach_gc_probes(pid, &comm, named);
+                drop(held);
+                if !info.gc_probes && origin != Origin::Start {
+                    self.gc_retry.insert(pid, GC_RETRIES);
+                }
+                self.missing.remove(&pid);
+                self.model.apply(Input::Attach(info), out);
+                Ok(())
+            }
+            Err(target::TargetError::NoSuchProcess(_)) => {
+                drop(held);
+                // Gone already: the kernel dropped it at exit.
+                if named {
+                    self.tracer.untrace(pid);
+                    eprintln!("heaptrace: pid {pid} exited before tracing started");
+                }
+                Ok(())
+            }
+            Err(e) if named => Err(e),
+            Err(e) => {
+                drop(held);
+                self.tracer.untrace(pid);
+                eprintln!("heaptrace: skipping pid {pid}: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    /// Finds V8 in the process and attaches the GC probes. When it cannot,
+    /// says why on stderr (for named processes, or with --verbose: a
+    /// host-wide trace meets many processes that are not Node) and returns
+    /// false: memory tracing goes on regardless.
+    fn attach_gc_probes(&mut self, pid: u32, comm: &str, named: bool) -> bool {
+        let say = named || self.verbose;
+        let v8 = match self.symbols.find_in_process(pid) {
+            Ok(V8Lookup::Found(v8)) => v8,
+            Ok(V8Lookup::NotFound { looked_at }) => {
+                if say {
+                    let files: Vec<String> = looked_at
+                        .iter()
+                        .map(|(path, id)| format!("{path} (build-id {})", id.as_deref().unwrap_or("none")))
+                        .collect();
+                    eprintln!(
+                        "heaptrace: pid {pid} ({comm}): no V8 garbage-collector symbols in {}: not a Node.js \
+                         process, or a stripped binary; tracing memory only",
+                        files.join(", ")
+                    );
+                }
+                return false;
+            }
+            Err(e) => {
+                if say {
+                    eprintln!(
+                        "heaptrace: pid {pid} ({comm}): cannot read its binary for V8 symbols ({e}); tracing \
+                         memory only"
+                    );
+                }
+                return false;
+            }
+        };
+        let first_for_binary = self.gc_scope == GcScope::Process || !self.tracer.gc_covers(v8.file);
+        match self.tracer.attach_gc(pid, &v8, self.gc_scope) {
+            Ok(report) => {
+                if first_for_binary && !report.missing.is_empty() {
+                    eprintln!(
+                        "heaptrace: pid {pid} ({comm}): V8 functions not found in {}: {} (their figures will be \
+                         missing)",
+                        v8.display_path,
+                        report.missing.join(", ")
+                    );
+                }
+                if self.verbose && first_for_binary {
+                    eprintln!(
+                        "heaptrace: pid {pid}: GC probes on {} (build-id {}, {}, {}): {}",
+                        v8.display_path,
+                        v8.symbols.build_id.as_deref().unwrap_or("none"),
+                        if report.v8_timestamps { "V8's own pause timestamps" } else { "kernel timestamps" },
+                        match self.gc_scope {
+                            GcScope::Process => "this process only",
+                            GcScope::Binary => "every process of this binary",
+                        },
+                        report.attached.join(", ")
+                    );
+                }
+                true
+            }
+            Err(e) => {
+                eprintln!(
+                    "heaptrace: pid {pid} ({comm}): GC probes could not be attached ({e:#}); tracing memory only"
+                );
+                false
+            }
+        }
+    }
+
+    /// Adds running processes that match the selection and are not traced.
+    fn rescan(&mut self, out: &mut Vec<Record>) {
+        for pid in target::select::scan(&self.selection) {
+            if !self.model.is_live(pid) {
+                let _ = self.start_tracing(pid, Origin::Start, Some(true), out);
+            }
+        }
+    }
+
     async fn main_loop(&mut self, config: &Config) -> io::Result<Stop> {
         let deadline = config.duration.map(|d| Instant::now() + d);
         let mut snapshot_tick = interval(config.interval);
         snapshot_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut drain_tick = interval(DRAIN_EVERY);
         drain_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut rescan_tick = interval(RESCAN_EVERY);
+        rescan_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
         snapshot_tick.tick().await; // the first tick is immediate: skip it
+        rescan_tick.tick().await;
+        let follows = self.selection.follows();
 
         loop {
             tokio::select! {
@@ -193,40 +310,72 @@ impl Collector<'_> {
                     self.model.snapshots(clock::monotonic_ns(), &mut out);
                     self.emit(&out)?;
                 }
+                _ = rescan_tick.tick(), if follows => {
+                    let mut out = Vec::new();
+                    self.rescan(&mut out);
+                    self.emit(&out)?;
+                }
             }
-            if !self.model.any_live() {
+            if !follows && !self.model.any_live() {
                 return Ok(Stop::AllExited);
             }
         }
     }
 
-    /// Applies every waiting kernel event. Exited processes leave the
-    /// kernel's traced set once their exit has been recorded.
+    /// Applies every waiting kernel event, and brings processes that exec'd
+    /// or forked into the selection into the model.
     fn drain(&mut self) -> io::Result<()> {
         let mut events = Vec::new();
         self.tracer.drain(&mut events);
         let mut out = Vec::new();
         for event in events {
-            let exited = matches!(event.kind, EventKind::Exit).then_some(event.pid);
-            self.model.apply(Input::Event(event), &mut out);
-            if let Some(pid) = exited {
-                // The counters are final now: take them before they go.
-                let calls = self.tracer.calls(pid).unwrap_or_default();
-                let ts_ns = clock::monotonic_ns();
-                let gc_work = self.tracer.gc_work(pid);
-                self.model
-                    .apply(Input::Sample(Sample { pid, ts_ns, status: None, calls, gc_work }), &mut out);
-                self.tracer.untrace(pid);
+            let pid = event.pid;
+            match &event.kind {
+                EventKind::Exec { comm, traced, undecided, .. } => {
+                    let (comm, traced, undecided) = (comm.clone(), *traced, *undecided);
+                    let cgroup_id = event.cgroup_id;
+                    self.model.apply(Input::Event(event), &mut out);
+                    if traced {
+                        let _ = self.start_tracing(pid, Origin::Exec, None, &mut out);
+                    } else if undecided {
+                        self.decide(pid, &comm, cgroup_id, &mut out);
+                    }
+                }
+                EventKind::Fork { .. } => {
+                    self.model.apply(Input::Event(event), &mut out);
+                    let _ = self.start_tracing(pid, Origin::Fork, None, &mut out);
+                }
+                EventKind::Exit { .. } => {
+                    self.model.apply(Input::Event(event), &mut out);
+                    // The kernel dropped it from its maps; only probes
+                    // attached for it alone remain.
+                    self.tracer.forget(pid);
+                    self.gc_retry.remove(&pid);
+                    self.missing.remove(&pid);
+                }
+                _ => self.model.apply(Input::Event(event), &mut out),
             }
         }
         self.emit(&out)
     }
 
-    /// Reads /proc and the kernel counters for every live process, and the
-    /// drop counters.
+    /// An exec in a cgroup the kernel has no verdict for: judge the cgroup
+    /// by its path, tell the kernel, and trace the process if it matches.
+    fn decide(&mut self, pid: u32, comm: &str, cgroup_id: u64, out: &mut Vec<Record>) {
+        let Some(path) = target::select::cgroup_path_of(pid) else { return };
+        let selected = self.selection.cgroup_matches(&path);
+        let _ = self.tracer.set_cgroup_verdict(cgroup_id, selected);
+        if selected && self.selection.matches(comm, Some(&path)) {
+            let _ = self.start_tracing(pid, Origin::Exec, Some(true), out);
+        }
+    }
+
+    /// Reads /proc and the kernel counters for every live process, the
+    /// cgroups' memory figures, and the drop counters.
     fn sample(&mut self) -> io::Result<()> {
         let mut out = Vec::new();
-        for pid in self.model.live_pids() {
+        let mut group_member: BTreeMap<String, u32> = BTreeMap::new();
+        for (pid, group) in self.model.live_pids_and_groups() {
             let ts_ns = clock::monotonic_ns();
             let status = target::read_status(pid);
             let calls = self.tracer.calls(pid).unwrap_or_default();
@@ -235,13 +384,36 @@ impl Collector<'_> {
                 *missing += 1;
                 if *missing >= MISSING_INTERVALS_BEFORE_EXIT {
                     // Gone without an exit event (lost to a full buffer).
-                    let exit = Event { pid, tid: pid, ts_ns, cgroup_id: 0, kind: EventKind::Exit };
+                    let gc_work = self.tracer.gc_work(pid).unwrap_or_default();
+                    let kind = EventKind::Exit { calls, gc_work };
+                    let exit = Event { pid, tid: pid, ts_ns, cgroup_id: 0, kind };
                     self.model.apply(Input::Event(exit), &mut out);
                     self.tracer.untrace(pid);
+                    self.missing.remove(&pid);
+                    continue;
+                }
+            } else if !group.is_empty() {
+                group_member.entry(group).or_insert(pid);
+            }
+            if let Some(tries) = self.gc_retry.get_mut(&pid) {
+                *tries -= 1;
+                let tries = *tries;
+                if tries == 0 {
+                    self.gc_retry.remove(&pid);
+                }
+                let comm = String::new();
+                if self.attach_gc_probes(pid, &comm, false) {
+                    self.model.set_gc_probed(pid);
+                    self.gc_retry.remove(&pid);
                 }
             }
             let gc_work = self.tracer.gc_work(pid);
             self.model.apply(Input::Sample(Sample { pid, ts_ns, status, calls, gc_work }), &mut out);
+        }
+        for (path, pid) in group_member {
+            if let Some(sample) = target::cgroup::memory(&path, pid, clock::monotonic_ns()) {
+                self.model.apply(Input::Cgroup(sample), &mut out);
+            }
         }
         let (kernel, undecodable) = self.tracer.drops();
         self.model.apply(Input::Drops { ts_ns: clock::monotonic_ns(), kernel, undecodable }, &mut out);

@@ -185,6 +185,9 @@ pub struct ProcessV8 {
     /// The file as the process sees it, for messages.
     pub display_path: String,
     pub symbols: Arc<V8Symbols>,
+    /// (device, inode) of the file: uprobes are per inode, so this keys
+    /// probes shared by every process of the binary.
+    pub file: (u64, u64),
 }
 
 /// Resolutions per file identity and per build-id, so that many processes
@@ -211,23 +214,36 @@ impl SymbolCache {
     pub fn find_in_process(&mut self, pid: u32) -> Result<V8Lookup, SymbolError> {
         let mut looked_at = Vec::new();
         for (attach_path, display_path) in candidates(pid) {
-            let symbols = self.resolve_file(&attach_path)?;
+            let (file, symbols) = self.resolve_file(&attach_path)?;
             if symbols.has_v8() {
-                return Ok(V8Lookup::Found(ProcessV8 { attach_path, display_path, symbols }));
+                return Ok(V8Lookup::Found(ProcessV8 { attach_path, display_path, symbols, file }));
             }
             looked_at.push((display_path, symbols.build_id.clone()));
         }
         Ok(V8Lookup::NotFound { looked_at })
     }
 
-    fn resolve_file(&mut self, path: &Path) -> Result<Arc<V8Symbols>, SymbolError> {
+    /// Whether the executable of `pid` was resolved before (so finding V8
+    /// in it costs no symbol-table walk). False if it cannot be read.
+    pub fn knows_executable(&self, pid: u32) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/proc/{pid}/exe"))
+            .is_ok_and(|m| self.by_file.contains_key(&(m.dev(), m.ino())))
+    }
+
+    /// Distinct files resolved so far.
+    pub fn files(&self) -> usize {
+        self.by_file.len()
+    }
+
+    fn resolve_file(&mut self, path: &Path) -> Result<((u64, u64), Arc<V8Symbols>), SymbolError> {
         let open_err = |source| SymbolError::Open { path: path.to_owned(), source };
         let file = File::open(path).map_err(open_err)?;
         let meta = file.metadata().map_err(open_err)?;
         use std::os::unix::fs::MetadataExt;
         let key = (meta.dev(), meta.ino());
         if let Some(hit) = self.by_file.get(&key) {
-            return Ok(hit.clone());
+            return Ok((key, hit.clone()));
         }
         // SAFETY: the mapping is read-only and private to this function. A
         // binary being rewritten while mapped could change under us; the
@@ -245,7 +261,7 @@ impl SymbolCache {
             self.by_build_id.insert(id, symbols.clone());
         }
         self.by_file.insert(key, symbols.clone());
-        Ok(symbols)
+        Ok((key, symbols))
     }
 }
 
@@ -286,8 +302,8 @@ mod tests {
         std::fs::copy(&me, &a).unwrap();
         std::fs::copy(&me, &b).unwrap();
         let mut cache = SymbolCache::default();
-        let first = cache.resolve_file(&a).unwrap();
-        let second = cache.resolve_file(&b).unwrap();
+        let (_, first) = cache.resolve_file(&a).unwrap();
+        let (_, second) = cache.resolve_file(&b).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(first.build_id.is_some());
         assert!(Arc::ptr_eq(&first, &second), "the copy was resolved again");

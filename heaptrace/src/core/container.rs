@@ -27,6 +27,14 @@ pub struct ContainerRef {
     pub pod_uid: Option<String>,
     /// Kubernetes QoS class: guaranteed, burstable or besteffort.
     pub qos: Option<String>,
+    /// Names, when a [`crate::target::names`] lookup found them (the
+    /// cgroup path alone does not carry them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 /// Recognises a container's cgroup path; `None` for everything else
@@ -45,7 +53,7 @@ pub fn parse_cgroup_path(path: &str) -> Option<ContainerRef> {
         Runtime::Unknown if pod_uid.is_none() => return None,
         runtime => runtime,
     };
-    Some(ContainerRef { runtime, container_id, pod_uid, qos })
+    Some(ContainerRef { runtime, container_id, pod_uid, qos, namespace: None, pod: None, container: None })
 }
 
 /// `docker-<id>.scope`, `cri-containerd-<id>.scope`, `crio-<id>.scope`,
@@ -118,6 +126,9 @@ mod tests {
             container_id: ID.into(),
             pod_uid: pod_uid.map(Into::into),
             qos: qos.map(Into::into),
+            namespace: None,
+            pod: None,
+            container: None,
         })
     }
 

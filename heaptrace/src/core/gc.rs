@@ -87,9 +87,13 @@ fn new_histogram() -> Histogram<u64> {
 }
 
 /// Per-process GC figures.
+///
+/// The histograms (about 30 KiB each) are made on the first pause of their
+/// kind, so the many processes of a host-wide trace that never GC cost
+/// nothing.
 pub struct GcStats {
-    minor: Histogram<u64>,
-    major: Histogram<u64>,
+    minor: Option<Box<Histogram<u64>>>,
+    major: Option<Box<Histogram<u64>>>,
     pub count: u64,
     pub total_pause_ns: u64,
     pub heap_after_last_major: Option<u64>,
@@ -101,8 +105,8 @@ pub struct GcStats {
 impl Default for GcStats {
     fn default() -> Self {
         Self {
-            minor: new_histogram(),
-            major: new_histogram(),
+            minor: None,
+            major: None,
             count: 0,
             total_pause_ns: 0,
             heap_after_last_major: None,
@@ -126,7 +130,8 @@ pub struct PauseQuantiles {
 impl GcStats {
     pub fn record(&mut self, ts_ns: u64, pause: &GcPause) {
         let kind = GcKind::of(pause.collector);
-        let histogram = if kind == GcKind::Major { &mut self.major } else { &mut self.minor };
+        let slot = if kind == GcKind::Major { &mut self.major } else { &mut self.minor };
+        let histogram = slot.get_or_insert_with(|| Box::new(new_histogram()));
         // Clamped into the histogram's range rather than failing: an
         // outlier is still counted.
         histogram.saturating_record(pause.pause_ns.max(1_000));
@@ -141,8 +146,10 @@ impl GcStats {
     }
 
     pub fn quantiles(&self, kind: GcKind) -> PauseQuantiles {
-        let h = if kind == GcKind::Major { &self.major } else { &self.minor };
         let ms = |ns: u64| ns as f64 / 1e6;
+        let Some(h) = (if kind == GcKind::Major { &self.major } else { &self.minor }) else {
+            return PauseQuantiles { count: 0, p50_ms: 0.0, p90_ms: 0.0, p99_ms: 0.0, max_ms: 0.0 };
+        };
         PauseQuantiles {
             count: h.len(),
             p50_ms: ms(h.value_at_quantile(0.5)),

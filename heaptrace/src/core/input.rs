@@ -20,10 +20,41 @@ pub enum Input {
     /// The kernel's running total of events lost to a full ring buffer, plus
     /// records userspace could not decode.
     Drops { ts_ns: u64, kernel: u64, undecodable: u64 },
+    /// Memory figures of one cgroup (a container, a service), read each
+    /// interval.
+    Cgroup(CgroupSample),
+}
+
+/// How a process came to be traced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Running when tracing started (named by pid or found by the selection).
+    #[default]
+    Start,
+    /// Matched the selection when it called execve (or was traced and
+    /// exec'd a new program).
+    Exec,
+    /// Forked by a process traced by selection.
+    Fork,
+}
+
+/// One cgroup's memory accounting.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupSample {
+    pub ts_ns: u64,
+    /// Path in the v2 hierarchy, as in `/proc/PID/cgroup` (the group key).
+    pub cgroup_path: String,
+    /// `memory.current` (v2) or `memory.usage_in_bytes` (v1).
+    pub usage_bytes: u64,
+    /// `memory.max` / `memory.limit_in_bytes`; None when unlimited.
+    pub limit_bytes: Option<u64>,
+    /// "v2" or "v1": where the figures came from.
+    pub source: String,
 }
 
 /// A traced process as found at attach time.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProcessInfo {
     pub pid: u32,
     pub comm: String,
@@ -42,6 +73,18 @@ pub struct ProcessInfo {
     /// Its pid inside its own (innermost) pid namespace.
     #[serde(default)]
     pub ns_pid: Option<u32>,
+    /// Id of that cgroup (inode of its directory in the v2 hierarchy).
+    #[serde(default)]
+    pub cgroup_id: u64,
+    /// Its container, as the edge resolved it (path shape plus any names a
+    /// runtime or the kubelet's files gave). None: not in a container.
+    #[serde(default)]
+    pub container: Option<super::container::ContainerRef>,
+    #[serde(default)]
+    pub origin: Origin,
+    /// Whether V8 GC probes cover it.
+    #[serde(default)]
+    pub gc_probes: bool,
 }
 
 /// One mapping, as listed in `/proc/PID/maps`.
@@ -118,8 +161,28 @@ pub struct Event {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EventKind {
     Mem(MemOp),
-    /// The process's last thread exited.
-    Exit,
+    /// The process's last thread exited. The kernel's final counters come
+    /// with it (the kernel forgets the process at that moment).
+    Exit {
+        #[serde(default)]
+        calls: CallCounts,
+        #[serde(default)]
+        gc_work: GcWork,
+    },
+    /// The process called execve. `traced`: it is in the traced set now;
+    /// `was_traced`: it was before (its old image is gone); `undecided`:
+    /// the selection depends on its cgroup, which userspace must judge.
+    Exec {
+        comm: String,
+        traced: bool,
+        was_traced: bool,
+        undecided: bool,
+    },
+    /// A traced process forked this (traced) child.
+    Fork {
+        parent_pid: u32,
+        comm: String,
+    },
     /// The OOM killer chose this process.
     OomVictim {
         anon_rss: u64,

@@ -1,20 +1,33 @@
 //! The aggregation model: inputs in, records out. No I/O.
+//!
+//! State is bounded whatever the churn: a process that exits is folded into
+//! its group's totals and kept only as a summary, and at most
+//! [`RETIRED_KEPT`] such summaries (the latest) are kept. Groups (a
+//! container, or any other cgroup) with no live process are dropped oldest
+//! first beyond [`IDLE_GROUPS_KEPT`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use super::{
-    gc::{GcKind, collector_name, reason_name},
-    input::{Event, EventKind, Input, MemOp, Sample},
+    container::{ContainerRef, parse_cgroup_path},
+    gc::{GcKind, GcStats, collector_name, reason_name},
+    input::{CgroupSample, Event, EventKind, Input, MemOp, ProcessInfo, Sample},
     process::{ProcessState, chunk_classes, delta},
     record::{
-        ChunkClassGrowth, Dropped, Exit, Gc, GcSummary, LargeMapping, LiveMapping, Oom, ProcessSummary,
-        Record, Snapshot, Summary,
+        Attached, ChunkClassGrowth, ContainerSnapshot, ContainerSummary, Dropped, Exit, Gc, GcSummary,
+        LargeMapping, LiveMapping, Oom, ProcessSummary, Record, Snapshot, Summary,
     },
 };
 use crate::units::{fmt_bytes, fmt_delta, fmt_size_class};
 
 /// How many of the largest live mappings a summary lists.
 const LARGEST_MAPPINGS: usize = 5;
+
+/// Summaries of exited processes kept for the final summary (the latest).
+pub const RETIRED_KEPT: usize = 64;
+
+/// Groups without a live process kept (the most recently active).
+pub const IDLE_GROUPS_KEPT: usize = 64;
 
 #[derive(Clone, Debug)]
 pub struct ModelConfig {
@@ -26,30 +39,66 @@ pub struct ModelConfig {
     pub wall_offset_ns: i64,
     /// Description of the memory-syscall hook in use, for the summary.
     pub mem_hook: String,
+    /// Emit a `container` record per group each interval even for groups
+    /// that are not containers (host-wide and cgroup selections).
+    pub group_all: bool,
+}
+
+/// Processes sharing one cgroup: a container, a pod's container, a
+/// systemd service, a session.
+struct Group {
+    cgroup_path: String,
+    cgroup_id: u64,
+    container: Option<ContainerRef>,
+    memory: Option<CgroupSample>,
+    first_usage: Option<u64>,
+    gc: GcStats,
+    exited_processes: u64,
+    /// Last time a process of it was live (for dropping idle groups).
+    last_active_ns: u64,
 }
 
 pub struct Model {
     cfg: ModelConfig,
+    /// Live processes only.
     processes: BTreeMap<u32, ProcessState>,
+    /// Summaries of exited processes, latest last.
+    retired: VecDeque<ProcessSummary>,
+    exited_total: u64,
+    groups: BTreeMap<String, Group>,
     start_ns: Option<u64>,
     now_ns: u64,
     kernel_drops: u64,
     undecodable: u64,
 }
 
+/// Counts of what the model holds, to show that state stays bounded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ModelSize {
+    pub live_processes: usize,
+    pub retired_kept: usize,
+    pub groups: usize,
+}
+
 impl Model {
     pub fn new(cfg: ModelConfig) -> Self {
-        Self { cfg, processes: BTreeMap::new(), start_ns: None, now_ns: 0, kernel_drops: 0, undecodable: 0 }
+        Self {
+            cfg,
+            processes: BTreeMap::new(),
+            retired: VecDeque::new(),
+            exited_total: 0,
+            groups: BTreeMap::new(),
+            start_ns: None,
+            now_ns: 0,
+            kernel_drops: 0,
+            undecodable: 0,
+        }
     }
 
     /// Applies one input; any records it causes are appended to `out`.
     pub fn apply(&mut self, input: Input, out: &mut Vec<Record>) {
         match input {
-            Input::Attach(info) => {
-                self.observe_time(info.ts_ns);
-                let state = ProcessState::new(info, self.cfg.page_size);
-                self.processes.insert(state.pid, state);
-            }
+            Input::Attach(info) => self.attach(info, out),
             Input::Event(event) => self.apply_event(event, out),
             Input::Sample(sample) => self.apply_sample(sample),
             Input::Drops { ts_ns, kernel, undecodable } => {
@@ -67,6 +116,107 @@ impl Model {
                 self.kernel_drops = self.kernel_drops.max(kernel);
                 self.undecodable = self.undecodable.max(undecodable);
             }
+            Input::Cgroup(sample) => {
+                self.observe_time(sample.ts_ns);
+                if let Some(g) = self.groups.get_mut(&sample.cgroup_path) {
+                    g.first_usage.get_or_insert(sample.usage_bytes);
+                    g.memory = Some(sample);
+                }
+            }
+        }
+    }
+
+    fn attach(&mut self, info: ProcessInfo, out: &mut Vec<Record>) {
+        self.observe_time(info.ts_ns);
+        let ts_ns = info.ts_ns;
+        // The same pid attached again: it exec'd a new program, or the pid
+        // was reused after an exit we missed. Either way the old image is
+        // finished.
+        if self.processes.contains_key(&info.pid) {
+            self.retire(info.pid, ts_ns, false, out);
+        }
+        let key = info.cgroup_path.clone().unwrap_or_default();
+        let container =
+            info.container.clone().or_else(|| info.cgroup_path.as_deref().and_then(parse_cgroup_path));
+        let group = self.groups.entry(key.clone()).or_insert_with(|| Group {
+            cgroup_path: key.clone(),
+            cgroup_id: info.cgroup_id,
+            container: container.clone(),
+            memory: None,
+            first_usage: None,
+            gc: GcStats::default(),
+            exited_processes: 0,
+            last_active_ns: ts_ns,
+        });
+        group.last_active_ns = ts_ns;
+        if info.cgroup_id != 0 {
+            group.cgroup_id = info.cgroup_id;
+        }
+        if group.container.is_none() {
+            group.container = container.clone();
+        }
+        let mut state = ProcessState::new(info, self.cfg.page_size);
+        state.container = container;
+        state.group = key;
+        out.push(Record::Attach(Attached {
+            ts: self.wall(ts_ns),
+            pid: state.pid,
+            comm: state.comm.clone(),
+            origin: state.origin,
+            gc_probes: state.gc_probed,
+            cgroup_id: state.cgroup_id,
+            container: state.container.clone(),
+            ns_pid: state.ns_pid,
+        }));
+        self.processes.insert(state.pid, state);
+    }
+
+    /// Ends a live process: its summary joins the retired list, its group
+    /// keeps the totals.
+    fn retire(&mut self, pid: u32, ts_ns: u64, exited: bool, out: &mut Vec<Record>) {
+        let Some(mut p) = self.processes.remove(&pid) else { return };
+        if p.exited_ns.is_none() {
+            p.exited_ns = Some(ts_ns);
+        }
+        if exited {
+            out.push(Record::Exit(Exit {
+                ts: self.wall(ts_ns),
+                pid: p.pid,
+                comm: p.comm.clone(),
+                oom_killed: p.oom_killed,
+                traced_s: p.seconds_traced(ts_ns),
+            }));
+        }
+        let mut summary = process_summary(&p, ts_ns);
+        summary.exited = exited;
+        summary.replaced_by_exec = !exited;
+        if let Some(g) = self.groups.get_mut(&p.group) {
+            g.exited_processes += 1;
+            g.last_active_ns = ts_ns;
+        }
+        self.exited_total += 1;
+        self.retired.push_back(summary);
+        while self.retired.len() > RETIRED_KEPT {
+            self.retired.pop_front();
+        }
+        self.drop_idle_groups();
+    }
+
+    fn drop_idle_groups(&mut self) {
+        let busy: std::collections::BTreeSet<&str> =
+            self.processes.values().map(|p| p.group.as_str()).collect();
+        let mut idle: Vec<(u64, String)> = self
+            .groups
+            .iter()
+            .filter(|(k, _)| !busy.contains(k.as_str()))
+            .map(|(k, g)| (g.last_active_ns, k.clone()))
+            .collect();
+        if idle.len() <= IDLE_GROUPS_KEPT {
+            return;
+        }
+        idle.sort();
+        for (_, key) in idle.into_iter().rev().skip(IDLE_GROUPS_KEPT) {
+            self.groups.remove(&key);
         }
     }
 
@@ -74,6 +224,24 @@ impl Model {
         self.observe_time(event.ts_ns);
         let ts = self.wall(event.ts_ns);
         let threshold = self.cfg.large_threshold;
+        match &event.kind {
+            EventKind::Exit { calls, gc_work } => {
+                if let Some(p) = self.processes.get_mut(&event.pid) {
+                    p.calls = *calls;
+                    p.gc_work = *gc_work;
+                    self.retire(event.pid, event.ts_ns, true, out);
+                }
+                return;
+            }
+            // A traced process left the selection by exec'ing another
+            // program (a re-selected one is attached again by the edge).
+            EventKind::Exec { traced: false, was_traced: true, .. } => {
+                self.retire(event.pid, event.ts_ns, false, out);
+                return;
+            }
+            EventKind::Exec { .. } | EventKind::Fork { .. } => return,
+            _ => {}
+        }
         let Some(p) = self.processes.get_mut(&event.pid) else {
             // Events of a process not (or no longer) attached: ignored. The
             // kernel filter makes this rare (a race with detach).
@@ -90,20 +258,11 @@ impl Model {
                 }
                 p.apply(&op);
             }
-            EventKind::Exit => {
-                if p.exited_ns.is_none() {
-                    p.exited_ns = Some(event.ts_ns);
-                    out.push(Record::Exit(Exit {
-                        ts,
-                        pid: p.pid,
-                        comm: p.comm.clone(),
-                        oom_killed: p.oom_killed,
-                        traced_s: p.seconds_traced(event.ts_ns),
-                    }));
-                }
-            }
             EventKind::Gc(pause) => {
                 p.gc.record(event.ts_ns, &pause);
+                if let Some(g) = self.groups.get_mut(&p.group) {
+                    g.gc.record(event.ts_ns, &pause);
+                }
                 out.push(Record::Gc(Gc {
                     ts,
                     pid: event.pid,
@@ -117,6 +276,8 @@ impl Model {
                     marking_steps: pause.marking_steps,
                     marking_step_ns: pause.marking_step_ns,
                     marking_start_ns: pause.marking_start_ns,
+                    cgroup_id: p.cgroup_id,
+                    container: p.container.clone(),
                 }));
             }
             EventKind::OomVictim { anon_rss, file_rss, shmem_rss, total_vm } => {
@@ -129,8 +290,11 @@ impl Model {
                     file_rss_bytes: file_rss,
                     shmem_rss_bytes: shmem_rss,
                     vm_bytes: total_vm,
+                    cgroup_id: p.cgroup_id,
+                    container: p.container.clone(),
                 }));
             }
+            EventKind::Exit { .. } | EventKind::Exec { .. } | EventKind::Fork { .. } => {}
         }
     }
 
@@ -158,69 +322,156 @@ impl Model {
 
     /// Whether any traced process is still running.
     pub fn any_live(&self) -> bool {
-        self.processes.values().any(|p| p.exited_ns.is_none())
+        !self.processes.is_empty()
+    }
+
+    /// Whether `pid` is traced and running.
+    pub fn is_live(&self, pid: u32) -> bool {
+        self.processes.contains_key(&pid)
     }
 
     /// Pids still being traced (attached and not exited).
     pub fn live_pids(&self) -> Vec<u32> {
-        self.processes.values().filter(|p| p.exited_ns.is_none()).map(|p| p.pid).collect()
+        self.processes.keys().copied().collect()
     }
 
-    /// Marks a process as having GC probes (its summary then has GC figures).
+    /// Live pids with their group (v2 cgroup path; "" if unknown).
+    pub fn live_pids_and_groups(&self) -> Vec<(u32, String)> {
+        self.processes.values().map(|p| (p.pid, p.group.clone())).collect()
+    }
+
+    /// Marks a process as having GC probes (for probes attached after it
+    /// was attached, e.g. once its libnode was mapped).
     pub fn set_gc_probed(&mut self, pid: u32) {
         if let Some(p) = self.processes.get_mut(&pid) {
             p.gc_probed = true;
         }
     }
 
-    /// One snapshot per live process, as of `now_ns`.
-    pub fn snapshots(&mut self, now_ns: u64, out: &mut Vec<Record>) {
-        self.observe_time(now_ns);
-        let ts = self.wall(now_ns);
-        for p in self.processes.values().filter(|p| p.exited_ns.is_none()) {
-            let t = p.space.totals();
-            let base = &p.baseline;
-            out.push(Record::Snapshot(Snapshot {
-                ts,
-                pid: p.pid,
-                comm: p.comm.clone(),
-                rss_bytes: p.status.rss(),
-                rss_anon_bytes: p.status.rss_anon,
-                rss_file_bytes: p.status.rss_file,
-                rss_shmem_bytes: p.status.rss_shmem,
-                vm_bytes: p.status.vm_size,
-                mapped_bytes: t.mapped,
-                mapped_anon_bytes: t.mapped_anon(),
-                mapped_file_bytes: t.mapped_file,
-                committed_bytes: t.committed,
-                brk_bytes: p.brk_bytes(),
-                calls: p.calls,
-                rss_growth_bytes: p.rss_growth(),
-                rss_growth_bytes_per_s: p.rss_growth_per_s(),
-                mapped_growth_bytes: delta(t.mapped, base.totals.mapped),
-                committed_growth_bytes: delta(t.committed, base.totals.committed),
-                brk_growth_bytes: delta(p.brk_bytes(), base.brk_bytes),
-                cgroup_id: p.cgroup_id,
-                container: p.container.clone(),
-                ns_pid: p.ns_pid,
-                gc_count: p.gc.count,
-                gc_pause_ns: p.gc.total_pause_ns,
-            }));
+    pub fn size(&self) -> ModelSize {
+        ModelSize {
+            live_processes: self.processes.len(),
+            retired_kept: self.retired.len(),
+            groups: self.groups.len(),
         }
     }
 
-    /// The final record: every process ever traced, with its growth
-    /// attributed and one sentence of findings.
+    fn grouped(&self) -> bool {
+        self.cfg.group_all || self.groups.values().any(|g| g.container.is_some())
+    }
+
+    /// One snapshot per live process, as of `now_ns`; grouped under one
+    /// `container` record per group when grouping applies.
+    pub fn snapshots(&mut self, now_ns: u64, out: &mut Vec<Record>) {
+        self.observe_time(now_ns);
+        let ts = self.wall(now_ns);
+        let mut by_group: BTreeMap<&str, Vec<&ProcessState>> = BTreeMap::new();
+        for p in self.processes.values() {
+            by_group.entry(p.group.as_str()).or_default().push(p);
+        }
+        let grouped = self.grouped();
+        for (key, mut members) in by_group {
+            // The fastest growers first: what a person scans for.
+            members.sort_by_key(|p| (std::cmp::Reverse(p.rss_growth()), p.pid));
+            if let Some(g) = self.groups.get(key).filter(|g| grouped || g.container.is_some()) {
+                out.push(Record::Container(container_snapshot(g, &members, ts)));
+            }
+            for p in members {
+                out.push(Record::Snapshot(snapshot(p, ts)));
+            }
+        }
+    }
+
+    /// The final record: every live process, the latest exited ones, and
+    /// every group, with growth attributed and one sentence of findings.
     pub fn summary(&self, now_ns: u64) -> Record {
         let now_ns = now_ns.max(self.now_ns);
-        let processes = self.processes.values().map(|p| process_summary(p, now_ns)).collect();
+        let mut processes: Vec<ProcessSummary> = self.retired.iter().cloned().collect();
+        processes.extend(self.processes.values().map(|p| process_summary(p, now_ns)));
+        let grouped = self.grouped();
+        let containers = self
+            .groups
+            .values()
+            .filter(|g| grouped || g.container.is_some())
+            .map(|g| {
+                let members: Vec<&ProcessState> =
+                    self.processes.values().filter(|p| p.group == g.cgroup_path).collect();
+                let snap = container_snapshot(g, &members, self.wall(now_ns));
+                ContainerSummary {
+                    snapshot: snap,
+                    minor: g.gc.quantiles(GcKind::Minor),
+                    major: g.gc.quantiles(GcKind::Major),
+                }
+            })
+            .collect();
         Record::Summary(Summary {
             ts: self.wall(now_ns),
             duration_s: now_ns.saturating_sub(self.start_ns.unwrap_or(now_ns)) as f64 / 1e9,
             mem_hook: self.cfg.mem_hook.clone(),
             dropped_events: self.kernel_drops + self.undecodable,
+            exited_processes: self.exited_total,
+            processes_not_listed: self.exited_total.saturating_sub(self.retired.len() as u64),
+            state: self.size(),
+            containers,
             processes,
         })
+    }
+}
+
+fn snapshot(p: &ProcessState, ts: f64) -> Snapshot {
+    let t = p.space.totals();
+    let base = &p.baseline;
+    Snapshot {
+        ts,
+        pid: p.pid,
+        comm: p.comm.clone(),
+        rss_bytes: p.status.rss(),
+        rss_anon_bytes: p.status.rss_anon,
+        rss_file_bytes: p.status.rss_file,
+        rss_shmem_bytes: p.status.rss_shmem,
+        vm_bytes: p.status.vm_size,
+        mapped_bytes: t.mapped,
+        mapped_anon_bytes: t.mapped_anon(),
+        mapped_file_bytes: t.mapped_file,
+        committed_bytes: t.committed,
+        brk_bytes: p.brk_bytes(),
+        calls: p.calls,
+        rss_growth_bytes: p.rss_growth(),
+        rss_growth_bytes_per_s: p.rss_growth_per_s(),
+        mapped_growth_bytes: delta(t.mapped, base.totals.mapped),
+        committed_growth_bytes: delta(t.committed, base.totals.committed),
+        brk_growth_bytes: delta(p.brk_bytes(), base.brk_bytes),
+        cgroup_id: p.cgroup_id,
+        container: p.container.clone(),
+        ns_pid: p.ns_pid,
+        gc_count: p.gc.count,
+        gc_pause_ns: p.gc.total_pause_ns,
+    }
+}
+
+fn container_snapshot(g: &Group, members: &[&ProcessState], ts: f64) -> ContainerSnapshot {
+    let usage = g.memory.as_ref().map(|m| m.usage_bytes);
+    let limit = g.memory.as_ref().and_then(|m| m.limit_bytes);
+    ContainerSnapshot {
+        ts,
+        cgroup_path: g.cgroup_path.clone(),
+        cgroup_id: g.cgroup_id,
+        container: g.container.clone(),
+        processes: members.len(),
+        exited_processes: g.exited_processes,
+        rss_bytes: members.iter().map(|p| p.status.rss()).sum(),
+        rss_growth_bytes: members.iter().map(|p| p.rss_growth()).sum(),
+        committed_growth_bytes: members
+            .iter()
+            .map(|p| delta(p.space.totals().committed, p.baseline.totals.committed))
+            .sum(),
+        memory_usage_bytes: usage,
+        memory_usage_growth_bytes: usage.zip(g.first_usage).map(|(now, first)| delta(now, first)),
+        memory_limit_bytes: limit,
+        memory_headroom_bytes: usage.zip(limit).map(|(u, l)| l.saturating_sub(u)),
+        memory_source: g.memory.as_ref().map(|m| m.source.clone()),
+        gc_count: g.gc.count,
+        gc_pause_ns: g.gc.total_pause_ns,
     }
 }
 
@@ -293,8 +544,11 @@ fn process_summary(p: &ProcessState, now_ns: u64) -> ProcessSummary {
         comm: p.comm.clone(),
         container: p.container.clone(),
         ns_pid: p.ns_pid,
+        cgroup_id: p.cgroup_id,
+        origin: p.origin,
         traced_s: p.seconds_traced(now_ns),
         exited: p.exited_ns.is_some(),
+        replaced_by_exec: false,
         oom_killed: p.oom_killed,
         rss_start_bytes: base.status.rss(),
         rss_end_bytes: p.status.rss(),

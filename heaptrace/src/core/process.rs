@@ -32,6 +32,9 @@ pub struct ProcessState {
     pub gc_work: super::input::GcWork,
     /// Whether GC probes are attached (set by the collector when it knows).
     pub gc_probed: bool,
+    /// Key of its group: the v2 cgroup path ("" if unknown).
+    pub group: String,
+    pub origin: super::input::Origin,
 }
 
 pub struct Baseline {
@@ -55,9 +58,10 @@ impl ProcessState {
             let region = Region { prot: m.prot, file: m.file, shared: m.shared, origin: m.start };
             space.map(m.start, m.end - m.start, region);
         }
-        let container = info.cgroup_path.as_deref().and_then(super::container::parse_cgroup_path);
         let mut state = Self {
-            container,
+            container: None,
+            group: info.cgroup_path.clone().unwrap_or_default(),
+            origin: info.origin,
             ns_pid: info.ns_pid,
             pid: info.pid,
             comm: info.comm,
@@ -75,13 +79,13 @@ impl ProcessState {
             status: info.status,
             calls: CallCounts::default(),
             last_sample_ns: info.ts_ns,
-            cgroup_id: 0,
+            cgroup_id: info.cgroup_id,
             large_mappings: 0,
             exited_ns: None,
             oom_killed: false,
             gc: Default::default(),
             gc_work: Default::default(),
-            gc_probed: false,
+            gc_probed: info.gc_probes,
         };
         state.baseline.brk_bytes = state.brk_bytes();
         state

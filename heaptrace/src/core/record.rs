@@ -18,7 +18,71 @@ pub enum Record {
     Oom(Oom),
     Gc(Gc),
     Dropped(Dropped),
+    /// A process joined the traced set.
+    Attach(Attached),
+    /// Per group (container or cgroup), per interval, before its processes'
+    /// snapshots.
+    Container(ContainerSnapshot),
     Summary(Summary),
+}
+
+/// A process joined the traced set.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Attached {
+    pub ts: f64,
+    pub pid: u32,
+    pub comm: String,
+    /// start (running when tracing began), exec or fork.
+    pub origin: crate::core::input::Origin,
+    /// Whether V8 GC probes cover it.
+    pub gc_probes: bool,
+    pub cgroup_id: u64,
+    #[serde(flatten)]
+    pub container: Option<crate::core::container::ContainerRef>,
+    pub ns_pid: Option<u32>,
+}
+
+/// One group of processes sharing a cgroup: a container (then the
+/// container fields are present), or a service or session cgroup.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ContainerSnapshot {
+    pub ts: f64,
+    /// Path in the v2 hierarchy.
+    pub cgroup_path: String,
+    pub cgroup_id: u64,
+    #[serde(flatten)]
+    pub container: Option<crate::core::container::ContainerRef>,
+    /// Live traced processes in it.
+    pub processes: usize,
+    /// Traced processes of it that have exited.
+    pub exited_processes: u64,
+    /// Sums over its live traced processes.
+    pub rss_bytes: u64,
+    pub rss_growth_bytes: i64,
+    pub committed_growth_bytes: i64,
+    /// The cgroup's own accounting (all its processes, page cache
+    /// included): `memory.current` on v2, `memory.usage_in_bytes` on v1.
+    pub memory_usage_bytes: Option<u64>,
+    /// Since the first reading.
+    pub memory_usage_growth_bytes: Option<i64>,
+    /// None when unlimited.
+    pub memory_limit_bytes: Option<u64>,
+    /// Limit minus usage.
+    pub memory_headroom_bytes: Option<u64>,
+    /// "v2" or "v1".
+    pub memory_source: Option<String>,
+    pub gc_count: u64,
+    pub gc_pause_ns: u64,
+}
+
+/// A group in the summary: its last snapshot plus pause quantiles over
+/// all its processes.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ContainerSummary {
+    #[serde(flatten)]
+    pub snapshot: ContainerSnapshot,
+    pub minor: crate::core::gc::PauseQuantiles,
+    pub major: crate::core::gc::PauseQuantiles,
 }
 
 /// Per process, per interval.
@@ -87,6 +151,9 @@ pub struct Gc {
     pub marking_steps: u32,
     pub marking_step_ns: u64,
     pub marking_start_ns: u64,
+    pub cgroup_id: u64,
+    #[serde(flatten)]
+    pub container: Option<crate::core::container::ContainerRef>,
 }
 
 /// GC figures of one process, in the summary.
@@ -148,6 +215,9 @@ pub struct Oom {
     pub file_rss_bytes: u64,
     pub shmem_rss_bytes: u64,
     pub vm_bytes: u64,
+    pub cgroup_id: u64,
+    #[serde(flatten)]
+    pub container: Option<crate::core::container::ContainerRef>,
 }
 
 /// Events lost since the previous `dropped` record.
@@ -170,6 +240,17 @@ pub struct Summary {
     /// How memory syscalls were hooked (see `heaptrace --verbose`).
     pub mem_hook: String,
     pub dropped_events: u64,
+    /// Traced processes that exited (or exec'd out of the selection).
+    pub exited_processes: u64,
+    /// Exited processes whose summaries were let go (only the latest
+    /// `RETIRED_KEPT` are listed); their groups still count them.
+    pub processes_not_listed: u64,
+    /// What the model held at the end (it stays bounded under churn).
+    pub state: crate::core::model::ModelSize,
+    /// Per group, when grouping applies (containers, or host-wide and
+    /// cgroup selections).
+    pub containers: Vec<ContainerSummary>,
+    /// Live processes and the latest exited ones.
     pub processes: Vec<ProcessSummary>,
 }
 
@@ -180,8 +261,12 @@ pub struct ProcessSummary {
     #[serde(flatten)]
     pub container: Option<crate::core::container::ContainerRef>,
     pub ns_pid: Option<u32>,
+    pub cgroup_id: u64,
+    pub origin: crate::core::input::Origin,
     pub traced_s: f64,
     pub exited: bool,
+    /// It exec'd another program (which, if selected, is listed anew).
+    pub replaced_by_exec: bool,
     pub oom_killed: bool,
     pub rss_start_bytes: u64,
     pub rss_end_bytes: u64,

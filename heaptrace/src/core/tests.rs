@@ -14,6 +14,7 @@ fn model() -> Model {
         large_threshold: M,
         wall_offset_ns: 0,
         mem_hook: "test".into(),
+        group_all: false,
     })
 }
 
@@ -35,6 +36,7 @@ fn attach(m: &mut Model, pid: u32) {
         status: status(20 * M),
         cgroup_path: None,
         ns_pid: Some(pid),
+        ..Default::default()
     };
     m.apply(Input::Attach(info), &mut Vec::new());
 }
@@ -154,7 +156,7 @@ fn exit_and_oom_are_reported_once_and_stop_snapshots() {
     m.apply(Input::Event(Event { pid: 10, tid: 10, ts_ns: 2 * SEC, cgroup_id: 0, kind: oom }), &mut out);
     for _ in 0..2 {
         m.apply(
-            Input::Event(Event { pid: 10, tid: 10, ts_ns: 3 * SEC, cgroup_id: 0, kind: EventKind::Exit }),
+            Input::Event(Event { pid: 10, tid: 10, ts_ns: 3 * SEC, cgroup_id: 0, kind: exit() }),
             &mut out,
         );
     }
@@ -268,6 +270,7 @@ fn a_process_in_a_pod_is_labelled_with_its_container() {
         status: status(M),
         cgroup_path: Some(path),
         ns_pid: Some(1),
+        ..Default::default()
     };
     m.apply(Input::Attach(info), &mut Vec::new());
     let s = snapshot(&mut m, 7, 2 * SEC);
@@ -280,4 +283,143 @@ fn a_process_in_a_pod_is_labelled_with_its_container() {
     let json = serde_json::to_value(Record::Snapshot(snapshot(&mut m, 7, 3 * SEC))).unwrap();
     assert_eq!(json["runtime"], "containerd");
     assert_eq!(json["qos"], "burstable");
+}
+
+fn exit() -> EventKind {
+    EventKind::Exit { calls: CallCounts::default(), gc_work: GcWork::default() }
+}
+
+fn in_cgroup(m: &mut Model, pid: u32, path: &str, cgroup_id: u64, ts_ns: u64) {
+    let info = ProcessInfo {
+        pid,
+        comm: "node".into(),
+        ts_ns,
+        status: status(10 * M),
+        cgroup_path: Some(path.into()),
+        cgroup_id,
+        ..Default::default()
+    };
+    m.apply(Input::Attach(info), &mut Vec::new());
+}
+
+fn gc(pid: u32, ts_ns: u64, collector: u32, pause_ns: u64) -> Input {
+    let pause = GcPause {
+        pause_ns,
+        heap_before: 20 * M,
+        heap_after: 12 * M,
+        collector: Some(collector),
+        reason: Some(1),
+        v8_timestamps: true,
+        marking_steps: 0,
+        marking_step_ns: 0,
+        marking_start_ns: 0,
+    };
+    Input::Event(Event { pid, tid: pid, ts_ns, cgroup_id: 0, kind: EventKind::Gc(pause) })
+}
+
+#[test]
+fn churn_leaves_bounded_state_and_exact_counts() {
+    let mut m = model();
+    for i in 0..1000u32 {
+        let pid = 1000 + i;
+        in_cgroup(&mut m, pid, &format!("/svc/job-{}", i % 300), 10 + u64::from(i % 300), SEC + u64::from(i));
+        m.apply(gc(pid, SEC + u64::from(i), 0, 100_000), &mut Vec::new());
+        let mut out = Vec::new();
+        m.apply(
+            Input::Event(Event { pid, tid: pid, ts_ns: 2 * SEC + u64::from(i), cgroup_id: 0, kind: exit() }),
+            &mut out,
+        );
+        assert!(matches!(&out[..], [Record::Exit(e)] if e.pid == pid));
+    }
+    let size = m.size();
+    assert_eq!(size.live_processes, 0);
+    assert_eq!(size.retired_kept, model::RETIRED_KEPT);
+    assert!(size.groups <= model::IDLE_GROUPS_KEPT, "{size:?}");
+    let Record::Summary(s) = m.summary(10 * SEC) else { panic!() };
+    assert_eq!(s.exited_processes, 1000);
+    assert_eq!(s.processes_not_listed, 1000 - model::RETIRED_KEPT as u64);
+    assert_eq!(s.processes.len(), model::RETIRED_KEPT);
+    // The latest are the ones kept.
+    assert_eq!(s.processes.last().unwrap().pid, 1999);
+}
+
+#[test]
+fn a_pid_attached_again_replaces_its_old_image() {
+    let mut m = model();
+    attach(&mut m, 10);
+    let mut out = Vec::new();
+    let info = ProcessInfo {
+        pid: 10,
+        comm: "node".into(),
+        ts_ns: 2 * SEC,
+        origin: Origin::Exec,
+        ..Default::default()
+    };
+    m.apply(Input::Attach(info), &mut out);
+    assert!(matches!(&out[..], [Record::Attach(a)] if a.origin == Origin::Exec && a.comm == "node"));
+    let Record::Summary(s) = m.summary(3 * SEC) else { panic!() };
+    assert_eq!(s.processes.len(), 2);
+    assert!(s.processes[0].replaced_by_exec && s.processes[0].comm == "worker");
+    assert!(!s.processes[1].exited && s.processes[1].comm == "node");
+    // An exec out of the selection ends it without an exit.
+    let exec = EventKind::Exec { comm: "sh".into(), traced: false, was_traced: true, undecided: false };
+    m.apply(Input::Event(Event { pid: 10, tid: 10, ts_ns: 4 * SEC, cgroup_id: 0, kind: exec }), &mut out);
+    assert!(!m.any_live());
+}
+
+#[test]
+fn groups_aggregate_their_processes_gc_and_cgroup_memory() {
+    let mut m = model();
+    let pod_a = "/kubepods/burstable/pod0f4a8c2e-1b3d-4e5f-8a9b-0c1d2e3f4a5b/3f4e1d2c9b8a7f6e5d4c3b2a19081726354453627181920a1b2c3d4e5f607182";
+    let pod_b = "/kubepods/besteffort/pod1f4a8c2e-1b3d-4e5f-8a9b-0c1d2e3f4a5b/4f4e1d2c9b8a7f6e5d4c3b2a19081726354453627181920a1b2c3d4e5f607182";
+    in_cgroup(&mut m, 1, pod_a, 101, SEC);
+    in_cgroup(&mut m, 2, pod_a, 101, SEC);
+    in_cgroup(&mut m, 3, pod_b, 202, SEC);
+    let mut out = Vec::new();
+    for (pid, n) in [(1, 3), (2, 2), (3, 7)] {
+        for i in 0..n {
+            m.apply(gc(pid, SEC + i, if i == 0 { 1 } else { 0 }, 1_000_000), &mut out);
+        }
+    }
+    let cg = |path: &str, usage, limit| {
+        Input::Cgroup(CgroupSample {
+            ts_ns: 2 * SEC,
+            cgroup_path: path.into(),
+            usage_bytes: usage,
+            limit_bytes: limit,
+            source: "v1".into(),
+        })
+    };
+    m.apply(cg(pod_a, 100 * M, Some(256 * M)), &mut out);
+    m.apply(cg(pod_a, 120 * M, Some(256 * M)), &mut out);
+    m.apply(cg(pod_b, 50 * M, None), &mut out);
+    let mut snaps = Vec::new();
+    m.snapshots(3 * SEC, &mut snaps);
+    let groups: Vec<&ContainerSnapshot> =
+        snaps.iter().filter_map(|r| if let Record::Container(c) = r { Some(c) } else { None }).collect();
+    assert_eq!(groups.len(), 2);
+    let a = groups.iter().find(|g| g.cgroup_id == 101).unwrap();
+    assert_eq!((a.processes, a.gc_count, a.gc_pause_ns), (2, 5, 5_000_000));
+    assert_eq!(a.memory_usage_bytes, Some(120 * M));
+    assert_eq!(a.memory_usage_growth_bytes, Some((20 * M) as i64));
+    assert_eq!((a.memory_limit_bytes, a.memory_headroom_bytes), (Some(256 * M), Some(136 * M)));
+    assert_eq!(
+        a.container.as_ref().unwrap().pod_uid.as_deref(),
+        Some("0f4a8c2e-1b3d-4e5f-8a9b-0c1d2e3f4a5b")
+    );
+    let b = groups.iter().find(|g| g.cgroup_id == 202).unwrap();
+    assert_eq!((b.processes, b.gc_count, b.memory_limit_bytes, b.memory_headroom_bytes), (1, 7, None, None));
+    // Each group's record comes right before its processes' snapshots.
+    let kinds: Vec<&str> = snaps
+        .iter()
+        .map(|r| match r {
+            Record::Container(_) => "group",
+            Record::Snapshot(_) => "process",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["group", "process", "group", "process", "process"]); // groups by path
+    let Record::Summary(s) = m.summary(4 * SEC) else { panic!() };
+    let a = s.containers.iter().find(|c| c.snapshot.cgroup_id == 101).unwrap();
+    assert_eq!((a.major.count, a.minor.count), (2, 3));
 }

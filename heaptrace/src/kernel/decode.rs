@@ -2,7 +2,8 @@
 //! the shared wire types.
 
 use heaptrace_common::{
-    EventHeader, ExitEvent, GC_REASON_UNKNOWN, GcEvent, MemEvent, OomEvent, gc_flags, kind, mem_op,
+    EventHeader, ExitEvent, GC_REASON_UNKNOWN, GcEvent, GcTotals, LifecycleEvent, MemEvent, OomEvent,
+    ProcCounters, gc_flags, kind, lifecycle_flags, mem_op,
 };
 
 use crate::core::{Event, EventKind, MemOp, input::GcPause};
@@ -38,8 +39,22 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             EventKind::Mem(mem_op(&e)?)
         }
         kind::EXIT => {
-            let _: ExitEvent = read(bytes).ok_or(truncated)?;
-            EventKind::Exit
+            let e: ExitEvent = read(bytes).ok_or(truncated)?;
+            EventKind::Exit { calls: call_counts(&e.counters), gc_work: gc_work(&e.gc) }
+        }
+        kind::EXEC | kind::FORK => {
+            let e: LifecycleEvent = read(bytes).ok_or(truncated)?;
+            let comm = comm(&e.comm);
+            if header.kind == kind::FORK {
+                EventKind::Fork { parent_pid: e.parent_pid, comm }
+            } else {
+                EventKind::Exec {
+                    comm,
+                    traced: e.flags & lifecycle_flags::TRACED != 0,
+                    was_traced: e.flags & lifecycle_flags::WAS_TRACED != 0,
+                    undecided: e.flags & lifecycle_flags::UNDECIDED != 0,
+                }
+            }
         }
         kind::OOM => {
             let e: OomEvent = read(bytes).ok_or(truncated)?;
@@ -67,6 +82,34 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         other => return Err(DecodeError::UnknownKind(other)),
     };
     Ok(Event { pid: header.pid, tid: header.tid, ts_ns: header.ts_ns, cgroup_id: header.cgroup_id, kind })
+}
+
+/// A kernel comm: NUL-padded, not necessarily UTF-8.
+fn comm(raw: &[u8; 16]) -> String {
+    let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..len]).into_owned()
+}
+
+pub fn call_counts(c: &ProcCounters) -> crate::core::CallCounts {
+    crate::core::CallCounts {
+        mmap: c.calls[mem_op::MMAP as usize],
+        munmap: c.calls[mem_op::MUNMAP as usize],
+        mremap: c.calls[mem_op::MREMAP as usize],
+        brk: c.calls[mem_op::BRK as usize],
+        mprotect: c.calls[mem_op::MPROTECT as usize],
+        failed: c.failed_calls,
+    }
+}
+
+pub fn gc_work(t: &GcTotals) -> crate::core::input::GcWork {
+    crate::core::input::GcWork {
+        marking_steps: t.marking_steps,
+        marking_step_ns: t.marking_step_ns,
+        marking_starts: t.marking_starts,
+        marking_start_ns: t.marking_start_ns,
+        weak_callbacks: t.weak_callbacks,
+        weak_callback_ns: t.weak_callback_ns,
+    }
 }
 
 fn mem_op(e: &MemEvent) -> Result<MemOp, DecodeError> {
@@ -189,6 +232,33 @@ mod tests {
         );
         let e = MemEvent { header: header(kind::MEM), op: 77, ..Default::default() };
         assert_eq!(decode(&bytes(&e)), Err(DecodeError::UnknownMemOp(77)));
-        assert_eq!(decode(&bytes(&ExitEvent { header: header(kind::EXIT) })).unwrap().kind, EventKind::Exit);
+        let mut exit = ExitEvent { header: header(kind::EXIT), ..Default::default() };
+        exit.counters.calls[mem_op::MMAP as usize] = 7;
+        exit.counters.failed_calls = 2;
+        exit.gc.marking_steps = 3;
+        let EventKind::Exit { calls, gc_work } = decode(&bytes(&exit)).unwrap().kind else { panic!() };
+        assert_eq!((calls.mmap, calls.failed, gc_work.marking_steps), (7, 2, 3));
+        assert_eq!(
+            decode(&bytes(&header(kind::EXEC))),
+            Err(DecodeError::Truncated { kind: kind::EXEC, len: 32 })
+        );
+    }
+
+    #[test]
+    fn exec_and_fork() {
+        let mut e = LifecycleEvent { header: header(kind::EXEC), ..Default::default() };
+        e.comm[..4].copy_from_slice(b"node");
+        e.flags = lifecycle_flags::TRACED | lifecycle_flags::WAS_TRACED;
+        assert_eq!(
+            decode(&bytes(&e)).unwrap().kind,
+            EventKind::Exec { comm: "node".into(), traced: true, was_traced: true, undecided: false }
+        );
+        e.header.kind = kind::FORK;
+        e.parent_pid = 41;
+        e.comm = [b'x'; 16]; // a full-length comm has no NUL
+        assert_eq!(
+            decode(&bytes(&e)).unwrap().kind,
+            EventKind::Fork { parent_pid: 41, comm: "x".repeat(16) }
+        );
     }
 }

@@ -12,7 +12,7 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint, UProbe, uprobe::UProbeLinkId},
 };
-use heaptrace_common::{ProcCounters, mem_op};
+use heaptrace_common::{ProcCounters, cgroup_verdict, proc_flags};
 use thiserror::Error;
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -83,10 +83,35 @@ pub struct Tracer {
     mem_hook: String,
     notes: Vec<String>,
     undecodable: u64,
+    cgroup_verdicts: HashMap<MapData, u64, u32>,
     /// GC uprobe programs loaded (once, on first use).
     gc_loaded: bool,
     /// Uprobe links per traced process, to detach when it goes.
     gc_links: std::collections::HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    /// Probes shared by every process of one binary, by (device, inode).
+    /// They stay until heaptrace exits: the kernel programs filter on the
+    /// traced set, and the next process of that binary is covered from its
+    /// first instruction.
+    gc_binaries: std::collections::HashMap<(u64, u64), GcAttach>,
+}
+
+/// Who a GC probe attachment covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GcScope {
+    /// Only this process (named by pid): other processes of the binary
+    /// never trap.
+    Process,
+    /// Every process of the binary, present and future; the programs
+    /// filter on the traced set. For host-wide and selection tracing.
+    Binary,
+}
+
+/// The kernel half of the selection (see heaptrace_common::select).
+#[derive(Clone, Debug, Default)]
+pub struct KernelSelection {
+    pub bits: u32,
+    /// Command names, at most 15 bytes each (the kernel's comm length).
+    pub comms: Vec<String>,
 }
 
 /// What attaching the GC probes to one process did.
@@ -121,7 +146,11 @@ impl Tracer {
     /// Checks privileges and kernel features, loads the programs and
     /// attaches them. Must run inside a tokio runtime (the ring buffer is
     /// registered with its reactor).
-    pub fn load(choice: MemHookChoice, ring_buffer_bytes: u32) -> Result<Self, KernelError> {
+    pub fn load(
+        choice: MemHookChoice,
+        ring_buffer_bytes: u32,
+        selection: &KernelSelection,
+    ) -> Result<Self, KernelError> {
         preflight::check()?;
         if EBPF_OBJECT.is_empty() {
             return Err(KernelError::StubObject);
@@ -134,12 +163,17 @@ impl Tracer {
         }
         let mut ebpf = EbpfLoader::new()
             .override_global("EXIT_GROUP_DEAD_OFFSET", &group_dead_offset, true)
+            .override_global("SELECT", &selection.bits, true)
             .map_max_entries("EVENTS", ring_buffer_bytes)
             .load(EBPF_OBJECT)
             .map_err(KernelError::Load)?;
 
         let mem_hook = attach_mem_hook(&mut ebpf, choice, &mut notes)?;
         attach_tracepoint(&mut ebpf, "sched_process_exit", "sched", "sched_process_exit")?;
+        // Exec and fork matter even for explicit pids (a traced process
+        // that execs gets a new address space).
+        attach_tracepoint(&mut ebpf, "sched_process_exec", "sched", "sched_process_exec")?;
+        attach_tracepoint(&mut ebpf, "task_newtask", "task", "task_newtask")?;
         if let Err(e) = attach_tracepoint(&mut ebpf, "oom_mark_victim", "oom", "mark_victim") {
             notes.push(format!("OOM kills will not be reported: {e}"));
         }
@@ -152,6 +186,11 @@ impl Tracer {
         let drops = PerCpuArray::try_from(take(&mut ebpf, "DROPS")?)?;
         let gc_totals = HashMap::try_from(take(&mut ebpf, "GC_TOTALS")?)?;
         let ring = RingBuf::try_from(take(&mut ebpf, "EVENTS")?)?;
+        let mut comms = HashMap::try_from(take(&mut ebpf, "COMMS")?)?;
+        for name in &selection.comms {
+            comms.insert(&comm_key(name), &1, 0)?;
+        }
+        let cgroup_verdicts = HashMap::try_from(take(&mut ebpf, "CGROUP_VERDICT")?)?;
         // SAFETY: the RingBuf owns its map fd, which stays open and unchanged
         // until the RingBuf is dropped, and the AsyncFd owns the RingBuf.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -165,8 +204,10 @@ impl Tracer {
             mem_hook,
             notes,
             undecodable: 0,
+            cgroup_verdicts,
             gc_loaded: false,
             gc_links: Default::default(),
+            gc_binaries: Default::default(),
         })
     }
 
@@ -180,17 +221,49 @@ impl Tracer {
         &self.notes
     }
 
-    /// Adds a process to the in-kernel traced set.
-    pub fn trace(&mut self, pid: u32) -> Result<(), KernelError> {
-        Ok(self.traced.insert(&pid, &ProcCounters::default(), 0)?)
+    /// Adds a process to the in-kernel traced set. `follow`: it was
+    /// selected (not named by pid), so its forked children follow it and
+    /// it is checked against the selection again when it execs.
+    pub fn trace(&mut self, pid: u32, follow: bool) -> Result<(), KernelError> {
+        let counters =
+            ProcCounters { flags: if follow { proc_flags::FOLLOW } else { 0 }, ..Default::default() };
+        // BPF_NOEXIST: the kernel may have added it already (exec or fork
+        // raced the scan), and its counters then run from that moment.
+        /// `BPF_NOEXIST` (uapi/linux/bpf.h): insert only if absent.
+        const BPF_NOEXIST: u64 = 1;
+        match self.traced.insert(&pid, &counters, BPF_NOEXIST) {
+            Ok(()) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether the kernel has `pid` in the traced set.
+    pub fn is_traced(&self, pid: u32) -> bool {
+        self.traced.get(&pid, 0).is_ok()
+    }
+
+    /// Records whether processes of a cgroup are selected, for the exec
+    /// program to apply without asking again.
+    pub fn set_cgroup_verdict(&mut self, cgroup_id: u64, selected: bool) -> Result<(), KernelError> {
+        let verdict = if selected { cgroup_verdict::SELECTED } else { cgroup_verdict::REJECTED };
+        Ok(self.cgroup_verdicts.insert(&cgroup_id, &verdict, 0)?)
     }
 
     /// Removes a process from the traced set (it is gone, or detached) and
-    /// detaches its GC probes.
+    /// detaches its own GC probes.
     pub fn untrace(&mut self, pid: u32) {
         // Absent already (e.g. removed twice) is fine.
         let _ = self.traced.remove(&pid);
         let _ = self.gc_totals.remove(&pid);
+        self.forget(pid);
+    }
+
+    /// After an exit (the kernel already dropped the process from its
+    /// maps): detaches the probes attached for that process alone.
+    pub fn forget(&mut self, pid: u32) {
         for (program, link) in self.gc_links.remove(&pid).unwrap_or_default() {
             if let Some(prog) = self._ebpf.program_mut(program).and_then(|p| <&mut UProbe>::try_from(p).ok())
             {
@@ -199,10 +272,30 @@ impl Tracer {
         }
     }
 
-    /// Attaches the V8 GC probes to one process, by file offset, scoped to
-    /// that process (other processes of the same binary never trap).
-    pub fn attach_gc(&mut self, pid: u32, v8: &crate::symbols::ProcessV8) -> Result<GcAttach, KernelError> {
+    /// Whether GC probes shared by all processes of this binary exist.
+    pub fn gc_covers(&self, file: (u64, u64)) -> bool {
+        self.gc_binaries.contains_key(&file)
+    }
+
+    /// Binaries with shared GC probes.
+    pub fn gc_binaries(&self) -> usize {
+        self.gc_binaries.len()
+    }
+
+    /// Attaches the V8 GC probes for a process, by file offset: to that
+    /// process alone, or once per binary for all its processes.
+    pub fn attach_gc(
+        &mut self,
+        pid: u32,
+        v8: &crate::symbols::ProcessV8,
+        scope: GcScope,
+    ) -> Result<GcAttach, KernelError> {
         use crate::symbols::V8Function as F;
+        if scope == GcScope::Binary
+            && let Some(done) = self.gc_binaries.get(&v8.file)
+        {
+            return Ok(done.clone());
+        }
         if !self.gc_loaded {
             for program in GC_PROGRAMS {
                 let prog: &mut UProbe = program_mut(&mut self._ebpf, program)?;
@@ -236,9 +329,12 @@ impl Tracer {
             // Older V8 does not pass the collector to StopObservablePause.
             plan.push((F::GarbageCollectionEpilogue, "gc_epilogue_legacy"));
         }
-        let scope = aya::programs::uprobe::UProbeScope::OneProcess(
-            std::num::NonZeroU32::new(pid).ok_or_else(|| KernelError::NoMemHook("pid 0".into()))?,
-        );
+        let uprobe_scope = match scope {
+            GcScope::Process => aya::programs::uprobe::UProbeScope::OneProcess(
+                std::num::NonZeroU32::new(pid).ok_or_else(|| KernelError::NoMemHook("pid 0".into()))?,
+            ),
+            GcScope::Binary => aya::programs::uprobe::UProbeScope::AllProcesses,
+        };
         let mut attached = Vec::new();
         let mut missing = Vec::new();
         let mut links = Vec::new();
@@ -252,39 +348,30 @@ impl Tracer {
             }
             let prog: &mut UProbe = program_mut(&mut self._ebpf, program)?;
             let link = prog
-                .attach(offsets.iter().copied(), &v8.attach_path, scope)
+                .attach(offsets.iter().copied(), &v8.attach_path, uprobe_scope)
                 .map_err(|source| KernelError::Program { program, action: "attached", source })?;
             links.push((program, link));
             attached.push(format!("{} ({program})", function.name()));
         }
-        self.gc_links.entry(pid).or_default().extend(links);
-        Ok(GcAttach { v8_timestamps, attached, missing })
+        let report = GcAttach { v8_timestamps, attached, missing };
+        match scope {
+            // The links live as long as the Ebpf object: until exit.
+            GcScope::Binary => {
+                self.gc_binaries.insert(v8.file, report.clone());
+            }
+            GcScope::Process => self.gc_links.entry(pid).or_default().extend(links),
+        }
+        Ok(report)
     }
 
     /// The kernel's call counters for a traced process.
     pub fn calls(&self, pid: u32) -> Option<CallCounts> {
-        let c = self.traced.get(&pid, 0).ok()?;
-        Some(CallCounts {
-            mmap: c.calls[mem_op::MMAP as usize],
-            munmap: c.calls[mem_op::MUNMAP as usize],
-            mremap: c.calls[mem_op::MREMAP as usize],
-            brk: c.calls[mem_op::BRK as usize],
-            mprotect: c.calls[mem_op::MPROTECT as usize],
-            failed: c.failed_calls,
-        })
+        Some(decode::call_counts(&self.traced.get(&pid, 0).ok()?))
     }
 
     /// GC work outside pauses, counted in the kernel for a process.
     pub fn gc_work(&self, pid: u32) -> Option<crate::core::input::GcWork> {
-        let t = self.gc_totals.get(&pid, 0).ok()?;
-        Some(crate::core::input::GcWork {
-            marking_steps: t.marking_steps,
-            marking_step_ns: t.marking_step_ns,
-            marking_starts: t.marking_starts,
-            marking_start_ns: t.marking_start_ns,
-            weak_callbacks: t.weak_callbacks,
-            weak_callback_ns: t.weak_callback_ns,
-        })
+        Some(decode::gc_work(&self.gc_totals.get(&pid, 0).ok()?))
     }
 
     /// Events lost to a full ring buffer, summed over CPUs, and records that
@@ -312,6 +399,15 @@ impl Tracer {
             }
         }
     }
+}
+
+/// A comm as the kernel keeps it: at most 15 bytes, NUL-padded.
+fn comm_key(name: &str) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(15);
+    key[..n].copy_from_slice(&bytes[..n]);
+    key
 }
 
 type HookAttach = fn(&mut Ebpf) -> Result<String, KernelError>;

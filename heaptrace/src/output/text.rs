@@ -7,19 +7,49 @@ use super::Sink;
 use crate::{
     core::{
         Record,
+        container::ContainerRef,
+        input::Origin,
         record::{ProcessSummary, Snapshot, Summary},
     },
     units::{fmt_bytes, fmt_delta, fmt_size_class},
 };
 
+/// Process lines shown per group each interval, and per group in the
+/// summary (the fastest growers; JSON output has them all).
+const SHOWN_PER_GROUP: usize = 5;
+
 pub struct TextSink<W: Write> {
     out: W,
+    /// Snapshot lines of the current group: shown so far, and expected.
+    group_seen: usize,
+    group_size: Option<usize>,
 }
 
 impl<W: Write> TextSink<W> {
     pub fn new(out: W) -> Self {
-        Self { out }
+        Self { out, group_seen: 0, group_size: None }
     }
+}
+
+/// How a group is named in text: its container, or its cgroup.
+fn group_label(container: Option<&ContainerRef>, cgroup_path: &str) -> String {
+    match container {
+        Some(c) => format!("container {}", container_label(c)),
+        None if cgroup_path.is_empty() => "processes with unknown cgroup".into(),
+        None => format!("cgroup {cgroup_path}"),
+    }
+}
+
+fn container_label(c: &ContainerRef) -> String {
+    let runtime =
+        serde_json::to_value(c.runtime).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let pod = match (&c.namespace, &c.pod, &c.pod_uid) {
+        (Some(ns), Some(pod), _) => format!(", pod {ns}/{pod}"),
+        (_, _, Some(uid)) => format!(", pod {uid}"),
+        _ => String::new(),
+    };
+    let name = c.container.as_ref().map_or(String::new(), |n| format!(" {n}"));
+    format!("{}{name} ({runtime}{pod})", &c.container_id[..12.min(c.container_id.len())])
 }
 
 /// `HH:MM:SS` (UTC) of a Unix timestamp.
@@ -36,7 +66,75 @@ impl<W: Write> Sink for TextSink<W> {
     fn record(&mut self, record: &Record) -> io::Result<()> {
         let o = &mut self.out;
         match record {
-            Record::Snapshot(s) => snapshot_line(o, s)?,
+            Record::Snapshot(s) => {
+                self.group_seen += 1;
+                match self.group_size {
+                    Some(size) if self.group_seen > SHOWN_PER_GROUP => {
+                        if self.group_seen == size {
+                            writeln!(
+                                o,
+                                "{}   ... and {} more processes",
+                                clock(s.ts),
+                                size - SHOWN_PER_GROUP
+                            )?;
+                        }
+                    }
+                    _ => snapshot_line(o, s)?,
+                }
+            }
+            Record::Container(c) => {
+                self.group_seen = 0;
+                self.group_size = Some(c.processes);
+                let memory = match (c.memory_usage_bytes, c.memory_limit_bytes) {
+                    (Some(u), Some(l)) => format!(
+                        " | cgroup {} of {} ({} headroom, {})",
+                        b(u),
+                        b(l),
+                        b(l.saturating_sub(u)),
+                        fmt_delta(c.memory_usage_growth_bytes.unwrap_or(0))
+                    ),
+                    (Some(u), None) => {
+                        format!(
+                            " | cgroup {} (no limit, {})",
+                            b(u),
+                            fmt_delta(c.memory_usage_growth_bytes.unwrap_or(0))
+                        )
+                    }
+                    _ => String::new(),
+                };
+                writeln!(
+                    o,
+                    "{} == {}: {} traced, rss {} ({}){memory}{}",
+                    clock(c.ts),
+                    group_label(c.container.as_ref(), &c.cgroup_path),
+                    c.processes,
+                    b(c.rss_bytes),
+                    fmt_delta(c.rss_growth_bytes),
+                    if c.gc_count > 0 {
+                        format!(" | {} GCs, {:.1} ms paused", c.gc_count, c.gc_pause_ns as f64 / 1e6)
+                    } else {
+                        String::new()
+                    }
+                )?
+            }
+            Record::Attach(a) => {
+                // Processes found at start show up in the first snapshot;
+                // ones that start later are worth a line of their own.
+                if a.origin != Origin::Start {
+                    writeln!(
+                        o,
+                        "{} {:>7} {} started ({}), now traced{}{}",
+                        clock(a.ts),
+                        a.pid,
+                        a.comm,
+                        if a.origin == Origin::Exec { "exec" } else { "fork" },
+                        if a.gc_probes { " with GC probes" } else { "" },
+                        a.container
+                            .as_ref()
+                            .map_or(String::new(), |c| format!(" in container {}", container_label(c)))
+                    )?
+                }
+            }
             Record::Mapping(m) => writeln!(
                 o,
                 "{} {:>7} {:<6} {:>10} {:<4} {:<5} at {:#x}",
@@ -138,8 +236,85 @@ fn summary(o: &mut impl Write, s: &Summary) -> io::Result<()> {
         "=== heaptrace summary: {:.1} s, memory hook: {}, events lost: {}",
         s.duration_s, s.mem_hook, s.dropped_events
     )?;
-    for p in &s.processes {
-        process_summary(o, p)?;
+    if s.exited_processes > 0 {
+        writeln!(
+            o,
+            "{} traced processes exited{}",
+            s.exited_processes,
+            if s.processes_not_listed > 0 {
+                format!(" ({} of them not listed: only the latest are kept)", s.processes_not_listed)
+            } else {
+                String::new()
+            }
+        )?;
+    }
+    if s.containers.is_empty() {
+        for p in &s.processes {
+            process_summary(o, p)?;
+        }
+        return Ok(());
+    }
+    let mut listed = vec![false; s.processes.len()];
+    for c in &s.containers {
+        let g = &c.snapshot;
+        writeln!(o)?;
+        writeln!(o, "== {}", group_label(g.container.as_ref(), &g.cgroup_path))?;
+        let limit = g.memory_limit_bytes.map_or("no limit".to_owned(), |l| format!("limit {}", b(l)));
+        if let Some(usage) = g.memory_usage_bytes {
+            writeln!(
+                o,
+                "  cgroup memory: {} ({} since first reading), {limit}{} [{}]",
+                b(usage),
+                fmt_delta(g.memory_usage_growth_bytes.unwrap_or(0)),
+                g.memory_headroom_bytes.map_or(String::new(), |h| format!(", headroom {}", b(h))),
+                g.memory_source.as_deref().unwrap_or("")
+            )?;
+        }
+        writeln!(
+            o,
+            "  processes: {} live (rss {}, {}), {} exited",
+            g.processes,
+            b(g.rss_bytes),
+            fmt_delta(g.rss_growth_bytes),
+            g.exited_processes
+        )?;
+        if g.gc_count > 0 {
+            for (kind, q) in [("minor", &c.minor), ("major", &c.major)] {
+                if q.count > 0 {
+                    writeln!(
+                        o,
+                        "  gc {kind:<5} {:>6} pauses, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                        q.count, q.p50_ms, q.p90_ms, q.p99_ms, q.max_ms
+                    )?;
+                }
+            }
+        }
+        let mut members: Vec<usize> = (0..s.processes.len())
+            .filter(|&i| !listed[i] && g.cgroup_id != 0 && s.processes[i].cgroup_id == g.cgroup_id)
+            .collect();
+        members.sort_by_key(|&i| std::cmp::Reverse(s.processes[i].rss_growth_bytes));
+        for (n, &i) in members.iter().enumerate() {
+            listed[i] = true;
+            if n < SHOWN_PER_GROUP {
+                process_summary(o, &s.processes[i])?;
+            }
+        }
+        if members.len() > SHOWN_PER_GROUP {
+            writeln!(
+                o,
+                "  ... and {} more processes (-o json lists them all)",
+                members.len() - SHOWN_PER_GROUP
+            )?;
+        }
+    }
+    let rest: Vec<&ProcessSummary> =
+        s.processes.iter().zip(&listed).filter(|(_, l)| !**l).map(|(p, _)| p).collect();
+    if !rest.is_empty() {
+        writeln!(o)?;
+        writeln!(o, "== other processes")?;
+        for p in rest {
+            process_summary(o, p)?;
+        }
     }
     Ok(())
 }
@@ -150,15 +325,14 @@ fn process_summary(o: &mut impl Write, p: &ProcessSummary) -> io::Result<()> {
         (true, false) => ", exited",
         _ => "",
     };
-    let container = p.container.as_ref().map_or(String::new(), |c| {
-        let runtime = serde_json::to_value(c.runtime)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        let pod = c.pod_uid.as_ref().map_or(String::new(), |uid| format!(", pod {uid}"));
-        format!(", container {} ({runtime}{pod})", &c.container_id[..12])
-    });
-    writeln!(o, "pid {} ({}){container}, traced {:.1} s{state}", p.pid, p.comm, p.traced_s)?;
+    let state = if p.replaced_by_exec { ", exec'd another program" } else { state };
+    let container =
+        p.container.as_ref().map_or(String::new(), |c| format!(", container {}", container_label(c)));
+    let ns_pid = match p.ns_pid {
+        Some(ns) if ns != p.pid => format!(" (pid {ns} in its namespace)"),
+        _ => String::new(),
+    };
+    writeln!(o, "pid {}{ns_pid} ({}){container}, traced {:.1} s{state}", p.pid, p.comm, p.traced_s)?;
     writeln!(o, "  finding:   {}", p.finding)?;
     writeln!(
         o,

@@ -1,6 +1,11 @@
 //! What is traced, as the system sees it: process facts from `/proc`. This
 //! is an edge: it does I/O and hands plain values to the core.
 
+pub mod cgroup;
+pub mod hold;
+pub mod names;
+pub mod select;
+
 use thiserror::Error;
 
 use crate::core::{Mapping, ProcStatus, ProcessInfo};
@@ -86,13 +91,23 @@ pub fn process_info(pid: u32, ts_ns: u64) -> Result<ProcessInfo, TargetError> {
             file: m.inode != 0,
         });
     }
-    // The v2 hierarchy's line: "0::/path".
-    let cgroup_path = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .ok()
-        .and_then(|text| text.lines().find_map(|l| l.strip_prefix("0::").map(str::to_owned)));
+    let cgroup_path = select::cgroup_path_of(pid);
+    let cgroup_id = cgroup_path.as_deref().map_or(0, cgroup::cgroup_id);
     let ns_pid =
         p.status().ok().and_then(|s| s.nspid).and_then(|ids| ids.last().copied()).map(|id| id as u32);
-    Ok(ProcessInfo { pid, comm: stat.comm, ts_ns, start_brk, brk, mappings, status, cgroup_path, ns_pid })
+    Ok(ProcessInfo {
+        pid,
+        comm: stat.comm,
+        ts_ns,
+        start_brk,
+        brk,
+        mappings,
+        status,
+        cgroup_path,
+        ns_pid,
+        cgroup_id,
+        ..Default::default()
+    })
 }
 
 /// Current memory figures, or None if the process is gone (or a zombie,
