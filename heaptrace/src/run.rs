@@ -18,8 +18,8 @@ use crate::{
     cli::Config,
     clock,
     core::{
-        Event, EventKind, Input, Model, ModelConfig, Record, Sample, container::parse_cgroup_path,
-        input::Origin,
+        Event, EventKind, Input, Model, ModelConfig, ProcessInfo, Record, Sample,
+        container::parse_cgroup_path, input::Origin, record::Started,
     },
     kernel::{GcScope, Tracer},
     output::Sink,
@@ -87,7 +87,7 @@ pub async fn run(config: Config, sink: &mut dyn Sink) -> Result<Stop> {
     let mut out = Vec::new();
     for pid in collector.selection.pids.clone() {
         // Named processes: failing to read one is an error, not a warning.
-        collector.start_tracing(pid, Origin::Start, Some(false), &mut out)?;
+        collector.start_tracing(pid, Origin::Start, Some(false), None, &mut out)?;
     }
     if collector.selection.follows() {
         collector.rescan(&mut out);
@@ -97,6 +97,14 @@ pub async fn run(config: Config, sink: &mut dyn Sink) -> Result<Stop> {
     } else if !collector.model.any_live() {
         anyhow::bail!("none of the given processes is running any more");
     }
+    let started = Record::Start(Started {
+        ts: clock::wall_now(),
+        selection: collector.selection.describe(),
+        follows_new_processes: collector.selection.follows(),
+        processes: collector.model.live_pids().len(),
+        mem_hook: collector.tracer.mem_hook().to_owned(),
+    });
+    collector.emit(&[started]).context("writing output")?;
     collector.emit(&out).context("writing output")?;
 
     let stop = collector.main_loop(&config).await;
@@ -148,6 +156,7 @@ impl Collector<'_> {
         pid: u32,
         origin: Origin,
         follow: Option<bool>,
+        seen: Option<(String, u64)>,
         out: &mut Vec<Record>,
     ) -> Result<(), target::TargetError> {
         let named = follow == Some(false);
@@ -190,6 +199,14 @@ impl Collector<'_> {
                 if named {
                     self.tracer.untrace(pid);
                     eprintln!("heaptrace: pid {pid} exited before tracing started");
+                } else if origin == Origin::Exec {
+                    // It exec'd and exited before /proc could be read: its
+                    // events (maps, exit) are still in the buffer, so it
+                    // enters the model with what the exec event said.
+                    let (comm, cgroup_id) = seen.unwrap_or_default();
+                    let ts_ns = clock::monotonic_ns();
+                    let info = ProcessInfo { pid, comm, ts_ns, origin, cgroup_id, ..Default::default() };
+                    self.model.apply(Input::Attach(info), out);
                 }
                 Ok(())
             }
@@ -274,7 +291,7 @@ impl Collector<'_> {
     fn rescan(&mut self, out: &mut Vec<Record>) {
         for pid in target::select::scan(&self.selection) {
             if !self.model.is_live(pid) {
-                let _ = self.start_tracing(pid, Origin::Start, Some(true), out);
+                let _ = self.start_tracing(pid, Origin::Start, Some(true), None, out);
             }
         }
     }
@@ -336,14 +353,21 @@ impl Collector<'_> {
                     let cgroup_id = event.cgroup_id;
                     self.model.apply(Input::Event(event), &mut out);
                     if traced {
-                        let _ = self.start_tracing(pid, Origin::Exec, None, &mut out);
+                        let seen = Some((comm, cgroup_id));
+                        let _ = self.start_tracing(pid, Origin::Exec, None, seen, &mut out);
                     } else if undecided {
                         self.decide(pid, &comm, cgroup_id, &mut out);
                     }
                 }
-                EventKind::Fork { .. } => {
-                    self.model.apply(Input::Event(event), &mut out);
-                    let _ = self.start_tracing(pid, Origin::Fork, None, &mut out);
+                EventKind::Fork { parent_pid, .. } => {
+                    // A fork copies the parent's address space: the model
+                    // builds the child from the parent's state, exactly, and
+                    // even if the child is gone already.
+                    if self.model.can_fork(*parent_pid) {
+                        self.model.apply(Input::Event(event), &mut out);
+                    } else {
+                        let _ = self.start_tracing(pid, Origin::Fork, None, None, &mut out);
+                    }
                 }
                 EventKind::Exit { .. } => {
                     self.model.apply(Input::Event(event), &mut out);
@@ -366,7 +390,8 @@ impl Collector<'_> {
         let selected = self.selection.cgroup_matches(&path);
         let _ = self.tracer.set_cgroup_verdict(cgroup_id, selected);
         if selected && self.selection.matches(comm, Some(&path)) {
-            let _ = self.start_tracing(pid, Origin::Exec, Some(true), out);
+            let _ =
+                self.start_tracing(pid, Origin::Exec, Some(true), Some((comm.to_owned(), cgroup_id)), out);
         }
     }
 

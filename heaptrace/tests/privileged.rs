@@ -251,10 +251,12 @@ fn text_output_and_a_closed_pipe() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut first = [0u8; 256];
-    let n = std::io::Read::read(&mut stdout, &mut first).unwrap();
-    let line = String::from_utf8_lossy(&first[..n]);
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut start = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut start).unwrap();
+    assert!(start.contains(&format!("tracing 1 process (--pid {})", w.pid())), "start line: {start}");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
     assert!(line.contains(&format!("{} memwork", w.pid())) && line.contains("rss"), "text line: {line}");
     drop(stdout);
     let out = child.wait_with_output().unwrap();

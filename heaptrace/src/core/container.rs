@@ -82,11 +82,15 @@ fn is_container_id(s: &str) -> bool {
 /// style: `kubepods-burstable-pod<uid_with_underscores>.slice` or
 /// `kubepods/burstable/pod<uid>`; no QoS level means guaranteed.
 fn pod(parts: &[&str]) -> (Option<String>, Option<String>) {
-    if !parts.first().is_some_and(|p| p.starts_with("kubepods")) {
+    // The kubelet's tree starts at a "kubepods" component: the first one
+    // usually, deeper when the node itself runs in a container or under a
+    // kubelet slice (kind: /system.slice/docker-<id>.scope/kubelet.slice/
+    // kubelet-kubepods.slice/...).
+    let Some(start) = parts.iter().position(|p| p.starts_with("kubepods") || p.contains("-kubepods")) else {
         return (None, None);
-    }
+    };
     let mut qos = "guaranteed";
-    for p in parts {
+    for p in &parts[start..] {
         for level in ["burstable", "besteffort"] {
             if p.contains(level) {
                 qos = level;
@@ -173,6 +177,18 @@ mod tests {
             parse_cgroup_path(&format!("/machine.slice/libpod-{ID}.scope/container")),
             c(Runtime::Podman, None, None)
         );
+    }
+
+    #[test]
+    fn kubepods_below_other_cgroups() {
+        // kind: the node is a docker container, the kubelet has a slice.
+        let kind = format!(
+            "/system.slice/docker-{ID}.scope/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{}.slice/cri-containerd-{ID}.scope",
+            UID.replace('-', "_")
+        );
+        assert_eq!(parse_cgroup_path(&kind), c(Runtime::Containerd, Some(UID), Some("besteffort")));
+        let nested = format!("/test-root/kubepods/burstable/pod{UID}/{ID}");
+        assert_eq!(parse_cgroup_path(&nested), c(Runtime::Unknown, Some(UID), Some("burstable")));
     }
 
     #[test]

@@ -126,8 +126,14 @@ impl Model {
         }
     }
 
-    fn attach(&mut self, info: ProcessInfo, out: &mut Vec<Record>) {
+    fn attach(&mut self, mut info: ProcessInfo, out: &mut Vec<Record>) {
         self.observe_time(info.ts_ns);
+        // Known only by its cgroup id (it was gone before /proc could be
+        // read): the group with that id, if one is known.
+        if info.cgroup_path.is_none() && info.cgroup_id != 0 {
+            info.cgroup_path =
+                self.groups.values().find(|g| g.cgroup_id == info.cgroup_id).map(|g| g.cgroup_path.clone());
+        }
         let ts_ns = info.ts_ns;
         // The same pid attached again: it exec'd a new program, or the pid
         // was reused after an exit we missed. Either way the old image is
@@ -158,8 +164,20 @@ impl Model {
         let mut state = ProcessState::new(info, self.cfg.page_size);
         state.container = container;
         state.group = key;
+        self.add(state, out);
+    }
+
+    /// Whether a process's fork can be followed from the model alone (its
+    /// parent is traced here).
+    pub fn can_fork(&self, parent_pid: u32) -> bool {
+        self.processes.contains_key(&parent_pid)
+    }
+
+    fn add(&mut self, state: ProcessState, out: &mut Vec<Record>) {
+        if let Some(g) = self.groups.get_mut(&state.group) {
+            g.last_active_ns = state.attached_ns;
+        }
         out.push(Record::Attach(Attached {
-            ts: self.wall(ts_ns),
             pid: state.pid,
             comm: state.comm.clone(),
             origin: state.origin,
@@ -167,6 +185,7 @@ impl Model {
             cgroup_id: state.cgroup_id,
             container: state.container.clone(),
             ns_pid: state.ns_pid,
+            ts: self.wall(state.attached_ns),
         }));
         self.processes.insert(state.pid, state);
     }
@@ -239,7 +258,16 @@ impl Model {
                 self.retire(event.pid, event.ts_ns, false, out);
                 return;
             }
-            EventKind::Exec { .. } | EventKind::Fork { .. } => return,
+            EventKind::Fork { parent_pid, .. } => {
+                if let Some(parent) = self.processes.get(parent_pid)
+                    && !self.processes.contains_key(&event.pid)
+                {
+                    let child = parent.fork_child(event.pid, event.ts_ns);
+                    self.add(child, out);
+                }
+                return;
+            }
+            EventKind::Exec { .. } => return,
             _ => {}
         }
         let Some(p) = self.processes.get_mut(&event.pid) else {

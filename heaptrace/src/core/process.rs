@@ -91,6 +91,45 @@ impl ProcessState {
         state
     }
 
+    /// The state of a child this process just forked: a copy of its address
+    /// space and break, which is exactly what fork gives the child, so no
+    /// read of the child's /proc (which may be gone already) is needed.
+    pub fn fork_child(&self, pid: u32, ts_ns: u64) -> Self {
+        let mut child = Self {
+            pid,
+            comm: self.comm.clone(),
+            attached_ns: ts_ns,
+            space: self.space.clone(),
+            start_brk: self.start_brk,
+            brk: self.brk,
+            page_size: self.page_size,
+            baseline: Baseline {
+                status: self.status,
+                totals: self.space.totals(),
+                brk_bytes: 0,
+                chunk_classes: chunk_classes(&self.space.chunks()),
+            },
+            status: self.status,
+            calls: CallCounts::default(),
+            last_sample_ns: ts_ns,
+            cgroup_id: self.cgroup_id,
+            large_mappings: 0,
+            exited_ns: None,
+            oom_killed: false,
+            container: self.container.clone(),
+            // Its own pid namespace id is not known without /proc.
+            ns_pid: None,
+            gc: Default::default(),
+            gc_work: Default::default(),
+            // The same binary: per-binary probes cover it as they cover the parent.
+            gc_probed: self.gc_probed,
+            group: self.group.clone(),
+            origin: super::input::Origin::Fork,
+        };
+        child.baseline.brk_bytes = child.brk_bytes();
+        child
+    }
+
     /// Size of the brk heap as the kernel maps it (whole pages).
     pub fn brk_bytes(&self) -> u64 {
         let end = self.brk.checked_next_multiple_of(self.page_size).unwrap_or(self.brk);

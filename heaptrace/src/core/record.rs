@@ -12,6 +12,8 @@ use super::input::CallCounts;
     reason = "records are made a few per tick and written out at once, never held in bulk: boxing buys nothing"
 )]
 pub enum Record {
+    /// The first record: what is traced and how.
+    Start(Started),
     Snapshot(Snapshot),
     Mapping(LargeMapping),
     Exit(Exit),
@@ -24,6 +26,20 @@ pub enum Record {
     /// snapshots.
     Container(ContainerSnapshot),
     Summary(Summary),
+}
+
+/// How tracing was set up; emitted once the programs are attached and the
+/// processes running at start are traced.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Started {
+    pub ts: f64,
+    /// The selection, as flags ("--comm node --pid 42").
+    pub selection: String,
+    /// Whether processes that start later are picked up.
+    pub follows_new_processes: bool,
+    /// Processes traced at start.
+    pub processes: usize,
+    pub mem_hook: String,
 }
 
 /// A process joined the traced set.

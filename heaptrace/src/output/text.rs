@@ -82,6 +82,16 @@ impl<W: Write> Sink for TextSink<W> {
                     _ => snapshot_line(o, s)?,
                 }
             }
+            Record::Start(s) => writeln!(
+                o,
+                "{} tracing {} process{} ({}){}; memory hook: {}",
+                clock(s.ts),
+                s.processes,
+                if s.processes == 1 { "" } else { "es" },
+                s.selection,
+                if s.follows_new_processes { ", and matching processes as they start" } else { "" },
+                s.mem_hook
+            )?,
             Record::Container(c) => {
                 self.group_seen = 0;
                 self.group_size = Some(c.processes);

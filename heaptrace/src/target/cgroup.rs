@@ -83,6 +83,12 @@ pub fn memory(path: &str, pid: u32, ts_ns: u64) -> Option<CgroupSample> {
         let (_, controllers, p) = (f.next()?, f.next()?, f.next()?);
         controllers.split(',').any(|c| c == "memory").then_some(p)
     })?;
+    // Only when the v1 memory cgroup is the same group (as with container
+    // runtimes and systemd on hybrid hosts): another v1 path, typically the
+    // root, would report memory that is not this group's.
+    if v1_path != path {
+        return None;
+    }
     let dir = root.join(v1_path.trim_start_matches('/'));
     let usage = read_u64(&dir.join("memory.usage_in_bytes"))?;
     let limit = read_u64(&dir.join("memory.limit_in_bytes")).filter(|&l| l < V1_UNLIMITED_FROM);

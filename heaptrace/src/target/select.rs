@@ -37,6 +37,21 @@ impl Selection {
         !self.containers.is_empty() || !self.cgroups.is_empty()
     }
 
+    /// The selection as the flags that give it.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.all {
+            parts.push("--all".to_owned());
+        }
+        for (flag, values) in
+            [("--comm", &self.comms), ("--container", &self.containers), ("--cgroup", &self.cgroups)]
+        {
+            parts.extend(values.iter().map(|v| format!("{flag} {v}")));
+        }
+        parts.extend(self.pids.iter().map(|p| format!("--pid {p}")));
+        parts.join(" ")
+    }
+
     /// What the kernel programs check at exec.
     pub fn kernel(&self) -> KernelSelection {
         let mut bits = 0;

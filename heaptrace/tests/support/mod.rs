@@ -43,7 +43,7 @@ pub fn workload_bin(name: &str) -> PathBuf {
     let dir = BUILT.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("workloads");
         std::fs::create_dir_all(&dir).unwrap();
-        for w in ["memwork", "storm"] {
+        for w in ["memwork", "storm", "churn"] {
             let src = repo_root().join("workloads").join(format!("{w}.c"));
             let status = Command::new("cc")
                 .args(["-O2", "-Wall", "-o"])
@@ -292,4 +292,36 @@ pub mod memwork {
     pub const MAPPED_FILE: i64 = 64 * KIB;
     /// 8 x 1 MiB + the 4 MiB reservation + the 3 MiB mremap.
     pub const LARGE_MAPPINGS: usize = 10;
+}
+
+/// Where scripts/fetch-node.sh keeps the Node builds.
+pub fn node_cache() -> PathBuf {
+    std::env::var_os("HEAPTRACE_NODE_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/heaptrace/node")
+    })
+}
+
+/// An official Node build's binary, e.g. `node_bin("22.23.3")`.
+pub fn node_bin(version: &str) -> PathBuf {
+    let node = node_cache().join(version).join("bin/node");
+    assert!(node.exists(), "{} is missing: run scripts/fetch-node.sh", node.display());
+    node
+}
+
+/// GC lines in `node --trace-gc` output (one per pause).
+pub fn trace_gc_count(output: &str) -> usize {
+    output
+        .lines()
+        .filter(|l| {
+            l.starts_with('[')
+                && l.split(" ms: ").nth(1).is_some_and(|r| {
+                    ["Scavenge", "Minor Mark", "Mark-", "Incremental Mark"].iter().any(|k| r.starts_with(k))
+                })
+        })
+        .count()
+}
+
+/// Records of one type.
+pub fn of_type<'a>(records: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    records.iter().filter(|r| r["type"] == kind).collect()
 }

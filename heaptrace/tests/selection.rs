@@ -1,0 +1,219 @@
+//! Privileged tests of host-wide and selection tracing: processes found by
+//! command name, cgroup or container, picked up when they start (GC probes
+//! included), followed through fork, and forgotten when they exit. Run as
+//! root; they never skip.
+
+mod support;
+
+use std::{
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+use support::*;
+
+/// Starts heaptrace with a selection and waits for its `start` record, so
+/// that everything the test starts afterwards is "started later".
+fn start_selection(args: &[&str]) -> Heaptrace {
+    let mut h = Heaptrace::start(args);
+    h.next_matching("start record", |v| v["type"] == "start");
+    h
+}
+
+fn gc_records_of(records: &[Value], pid: u32) -> usize {
+    records.iter().filter(|r| r["type"] == "gc" && r["pid"] == pid).count()
+}
+
+/// Runs `node --trace-gc script` to its end; returns (pid, stdout).
+fn run_node(node: &Path, script: &str, pre: Option<PathBuf>) -> (u32, String) {
+    let mut cmd = Command::new(node);
+    cmd.args(["--trace-gc", repo_root().join("workloads").join(script).to_str().unwrap()]);
+    cmd.stdout(Stdio::piped());
+    if let Some(cgroup) = pre {
+        // Join the cgroup between fork and exec, as a container runtime
+        // does: the exec is the first thing heaptrace sees of it.
+        // SAFETY: the closure only makes async-signal-safe calls (open,
+        // write, getpid, close via std::fs on a pre-built path).
+        unsafe {
+            cmd.pre_exec(move || std::fs::write(cgroup.join("cgroup.procs"), std::process::id().to_string()));
+        }
+    }
+    let child = cmd.spawn().expect("spawning node");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("node output");
+    assert!(out.status.success(), "node failed");
+    (pid, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn node_started_later_is_picked_up_with_every_gc_from_its_first() {
+    require_root();
+    let mut h = start_selection(&["--comm", "node", "--interval", "200ms"]);
+    // The first process of a binary heaptrace has not seen is held at exec
+    // while its symbols are read; the second finds the binary's probes in
+    // place. Both must be seen from their first GC, which comes within
+    // ~30 ms of exec.
+    let node = node_bin("22.23.3");
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let (pid, out) = run_node(&node, "gc-startup.js", None);
+        h.next_matching("exit of node", |v| v["type"] == "exit" && v["pid"] == pid);
+        runs.push((pid, trace_gc_count(&out)));
+    }
+    let (status, records) = h.stop();
+    assert!(status.success());
+    for (pid, want) in runs {
+        assert!(want >= 3, "the workload should GC at start ({want} GCs)");
+        assert_eq!(gc_records_of(&records, pid), want, "GCs of pid {pid} against --trace-gc");
+        let attach =
+            records.iter().find(|r| r["type"] == "attach" && r["pid"] == pid).expect("attach record");
+        assert_eq!(attach["origin"], "exec");
+        assert_eq!(attach["gc_probes"], true);
+        let p = process_summary(&records, pid);
+        assert_eq!(p["exited"], true);
+        assert_eq!(int(&p["gc"], "count"), want as i64);
+    }
+    let start = &of_type(&records, "start")[0];
+    assert_eq!(start["follows_new_processes"], true);
+    assert_eq!(start["selection"], "--comm node");
+}
+
+#[test]
+fn forked_children_are_followed_and_churn_leaves_bounded_state() {
+    require_root();
+    let mut w = Workload::spawn(&workload_bin("churn"), &[]);
+    let h = start_selection(&["--comm", "churn", "--interval", "100ms"]);
+    assert_eq!(int(&h.seen[0], "processes"), 1, "the churn parent is found by the /proc scan");
+    const CHILDREN: usize = 200;
+    w.send(&format!("go {CHILDREN}"));
+    w.expect_line("done");
+    // Every exit is in the buffer by now; one more interval drains it.
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, records) = h.stop();
+    assert!(status.success());
+    let parent = w.pid();
+    let forks: Vec<&Value> =
+        records.iter().filter(|r| r["type"] == "attach" && r["origin"] == "fork").collect();
+    let exits = of_type(&records, "exit");
+    assert_eq!(forks.len(), CHILDREN, "each child is picked up at fork");
+    assert_eq!(exits.len(), CHILDREN, "each child's exit is reported");
+    let summary = summary_of(&records);
+    assert_eq!(int(summary, "exited_processes"), CHILDREN as i64);
+    // Bounded: the parent is the only live process; only the latest exited
+    // summaries are kept.
+    let state = &summary["state"];
+    assert_eq!(int(state, "live_processes"), 1);
+    assert!(int(state, "retired_kept") <= 64, "{state}");
+    assert_eq!(int(summary, "processes_not_listed"), CHILDREN as i64 - int(state, "retired_kept"));
+    // Each child's calls are exact: 3 mmaps and 3 munmaps of its own (the
+    // kernel hands over the final counters with the exit).
+    let children: Vec<&Value> =
+        summary["processes"].as_array().unwrap().iter().filter(|p| p["pid"] != parent).collect();
+    assert!(!children.is_empty());
+    for c in children {
+        assert_eq!((int(c, "mmap_calls"), int(c, "munmap_calls")), (3, 3), "{c}");
+        assert_eq!(c["origin"], "fork");
+        assert_eq!(c["exited"], true);
+    }
+    drop(w);
+}
+
+/// A cgroup tree in the v2 hierarchy for one test, removed on drop.
+struct CgroupTree {
+    root: PathBuf,
+    dirs: Vec<PathBuf>,
+}
+
+impl CgroupTree {
+    fn new(top: &str) -> Self {
+        let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|r| r.join("cgroup.procs").exists() && r.join("cgroup.controllers").exists())
+            .expect("a cgroup v2 hierarchy");
+        let mut t = Self { root, dirs: Vec::new() };
+        t.make(top);
+        t
+    }
+
+    fn make(&mut self, rel: &str) -> PathBuf {
+        let dir = self.root.join(rel);
+        std::fs::create_dir_all(&dir).expect("create cgroup");
+        self.dirs.push(dir.clone());
+        dir
+    }
+}
+
+impl Drop for CgroupTree {
+    fn drop(&mut self) {
+        std::thread::sleep(Duration::from_millis(100));
+        // Deepest first.
+        self.dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+#[test]
+fn a_cgroup_selection_attributes_gcs_to_each_pods_container() {
+    require_root();
+    let top = format!("heaptrace-test-{}", std::process::id());
+    let mut tree = CgroupTree::new(&top);
+    let pods = [
+        ("0f4a8c2e-1b3d-4e5f-8a9b-0c1d2e3f4a5b", "c1".repeat(32), "burstable"),
+        ("1f4a8c2e-1b3d-4e5f-8a9b-0c1d2e3f4a5b", "d2".repeat(32), "besteffort"),
+    ];
+    let dirs: Vec<PathBuf> = pods
+        .iter()
+        .map(|(uid, id, qos)| {
+            tree.make(&format!("{top}/kubepods/{qos}"));
+            tree.make(&format!("{top}/kubepods/{qos}/pod{uid}"));
+            tree.make(&format!("{top}/kubepods/{qos}/pod{uid}/{id}"))
+        })
+        .collect();
+    let outside = tree.make(&format!("{top}-outside"));
+
+    let h = start_selection(&["--cgroup", &format!("/{top}"), "--interval", "200ms"]);
+    let node = node_bin("22.23.3");
+    let mut expected = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        // Two processes in the first pod's container, one in the second's.
+        for _ in 0..(2 - i) {
+            let (pid, out) = run_node(&node, "gc-startup.js", Some(dir.clone()));
+            expected.push((i, pid, trace_gc_count(&out)));
+        }
+    }
+    let (stray, _) = run_node(&node, "gc-startup.js", Some(outside.clone()));
+    // Let the last exits drain.
+    std::thread::sleep(Duration::from_millis(400));
+    let (status, records) = h.stop();
+    drop(tree);
+    assert!(status.success());
+
+    assert!(!records.iter().any(|r| r["pid"] == stray), "a process outside the selected cgroup was traced");
+    let summary = summary_of(&records);
+    for (i, (uid, id, qos)) in pods.iter().enumerate() {
+        let want: usize = expected.iter().filter(|(p, ..)| *p == i).map(|(.., n)| n).sum();
+        let group = summary["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["container_id"] == *id)
+            .unwrap_or_else(|| panic!("no group for container {id}: {}", summary["containers"]));
+        assert_eq!(group["pod_uid"], *uid);
+        assert_eq!(group["qos"], *qos);
+        assert_eq!(int(group, "gc_count"), want as i64, "GCs of pod {i} against --trace-gc");
+        assert_eq!(int(group, "exited_processes"), 2 - i as i64);
+    }
+    for (i, pid, want) in &expected {
+        assert_eq!(gc_records_of(&records, *pid), *want);
+        let gc = records.iter().find(|r| r["type"] == "gc" && r["pid"] == *pid).unwrap();
+        assert_eq!(gc["container_id"], pods[*i].1, "GC records carry the container");
+        assert!(int(gc, "cgroup_id") > 0);
+        assert_eq!(process_summary(&records, *pid)["container_id"], pods[*i].1);
+    }
+}
