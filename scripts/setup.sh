@@ -23,6 +23,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # nodejs is already on these machines (/usr/bin/node); install it only if absent.
 need_pkgs=()
 command -v bpftrace >/dev/null 2>&1 || need_pkgs+=(bpftrace)
+# podman + runc: the real-container test (crun, podman's default, refuses hybrid cgroups).
+command -v podman >/dev/null 2>&1 || need_pkgs+=(podman)
+[ -x /usr/sbin/runc ] || need_pkgs+=(runc)
 command -v bpftool >/dev/null 2>&1 || need_pkgs+=(bpftool)
 command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc libc6-dev)
 command -v node >/dev/null 2>&1 || need_pkgs+=(nodejs)
