@@ -290,7 +290,7 @@ fn with_bpf_stats<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     result
 }
 
-fn cpu_seconds(pid: u32) -> Result<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the ")" of comm: state is field 3; utime 14, stime 15.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).context("odd /proc stat")?;
@@ -299,7 +299,7 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok(ticks / clock_ticks_per_second())
 }
 
-fn peak_rss(pid: u32) -> Result<u64> {
+pub(crate) fn peak_rss(pid: u32) -> Result<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb = status
         .lines()

@@ -11,8 +11,14 @@
 //!   cargo xtask bench-gc [--rounds 12] [--bursts 1500]
 //!
 //! GC probe overhead: a GC-heavy Node workload, untraced vs traced.
+//!
+//!   cargo xtask bench-all [--rounds 8] [--iterations 20000] [--bursts 1500]
+//!
+//! Host-wide tracing (`--all`) while the mmap storm and a Node workload run
+//! at once: both workloads' slowdowns, and the collector's CPU and RSS.
 
 mod bench;
+mod bench_all;
 mod bench_gc;
 
 use anyhow::Result;
@@ -52,6 +58,19 @@ enum Task {
         #[arg(long, default_value = "bench/results/gc.md")]
         out: std::path::PathBuf,
     },
+    /// Host-wide tracing while the mmap storm and a Node workload run at once.
+    BenchAll {
+        #[arg(long, default_value_t = 8)]
+        rounds: usize,
+        #[arg(long, default_value_t = 20_000)]
+        iterations: u64,
+        #[arg(long, default_value_t = 1500)]
+        bursts: u64,
+        #[arg(long)]
+        node: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "bench/results/host-wide.md")]
+        out: std::path::PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -60,5 +79,12 @@ fn main() -> Result<()> {
         Task::BenchGc { rounds, bursts, node, out } => {
             bench_gc::gc_overhead(rounds, bursts, &node.unwrap_or_else(bench_gc::default_node), &out)
         }
+        Task::BenchAll { rounds, iterations, bursts, node, out } => bench_all::host_wide(
+            rounds,
+            iterations,
+            bursts,
+            &node.unwrap_or_else(bench_gc::default_node),
+            &out,
+        ),
     }
 }
