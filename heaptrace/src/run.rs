@@ -80,6 +80,7 @@ pub async fn run(config: Config, sink: &mut dyn Sink) -> Result<Stop> {
         names: names::default_lookup(),
         gc_scope: if selection.follows() { GcScope::Binary } else { GcScope::Process },
         gc_retry: HashMap::new(),
+        skipped: Default::default(),
         selection,
         verbose: config.verbose,
     };
@@ -125,6 +126,9 @@ pub async fn run(config: Config, sink: &mut dyn Sink) -> Result<Stop> {
 /// exec event was lost.
 const RESCAN_EVERY: Duration = Duration::from_secs(10);
 
+/// Unreadable pids remembered (a bound: the set is cleared when full).
+const SKIPPED_KEPT: usize = 4096;
+
 /// How many intervals to keep looking for V8 in a new process whose
 /// executable has none: a distribution's node maps libnode.so only after
 /// the dynamic loader ran.
@@ -141,6 +145,9 @@ struct Collector<'a> {
     gc_scope: GcScope,
     /// New processes without V8 found yet, and the tries left.
     gc_retry: HashMap<u32, u8>,
+    /// Selected processes that could not be read (pid 1 refuses its maps
+    /// even to root): not tried again by the rescan, nor reported again.
+    skipped: std::collections::HashSet<u32>,
     selection: Selection,
     verbose: bool,
 }
@@ -215,6 +222,10 @@ impl Collector<'_> {
                 drop(held);
                 self.tracer.untrace(pid);
                 eprintln!("heaptrace: skipping pid {pid}: {e}");
+                if self.skipped.len() >= SKIPPED_KEPT {
+                    self.skipped.clear();
+                }
+                self.skipped.insert(pid);
                 Ok(())
             }
         }
@@ -290,7 +301,7 @@ impl Collector<'_> {
     /// Adds running processes that match the selection and are not traced.
     fn rescan(&mut self, out: &mut Vec<Record>) {
         for pid in target::select::scan(&self.selection) {
-            if !self.model.is_live(pid) {
+            if !self.model.is_live(pid) && !self.skipped.contains(&pid) {
                 let _ = self.start_tracing(pid, Origin::Start, Some(true), None, out);
             }
         }
@@ -348,9 +359,14 @@ impl Collector<'_> {
         for event in events {
             let pid = event.pid;
             match &event.kind {
-                EventKind::Exec { comm, traced, undecided, .. } => {
+                EventKind::Exec { comm, traced, undecided, was_traced } => {
                     let (comm, traced, undecided) = (comm.clone(), *traced, *undecided);
                     let cgroup_id = event.cgroup_id;
+                    if *was_traced {
+                        // Probes on the old program's binary (per-process
+                        // scope) are of no use to the new one.
+                        self.tracer.forget(pid);
+                    }
                     self.model.apply(Input::Event(event), &mut out);
                     if traced {
                         let seen = Some((comm, cgroup_id));

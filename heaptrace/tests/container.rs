@@ -122,8 +122,7 @@ impl Drop for Container {
 fn container_node<'a>(records: &'a [Value], id: &str) -> &'a Value {
     records
         .iter()
-        .filter(|r| r["type"] == "attach" && r["container_id"] == id && r["comm"] == "node")
-        .last()
+        .rfind(|r| r["type"] == "attach" && r["container_id"] == id && r["comm"] == "node")
         .unwrap_or_else(|| panic!("no attach record for node in container {id}"))
 }
 
@@ -140,8 +139,7 @@ fn check(records: &[Value], id: &str, trace_gc: usize) {
     // this hybrid host, v2 elsewhere).
     let group = records
         .iter()
-        .filter(|r| r["type"] == "container" && r["container_id"] == id && !r["memory_limit_bytes"].is_null())
-        .last()
+        .rfind(|r| r["type"] == "container" && r["container_id"] == id && !r["memory_limit_bytes"].is_null())
         .expect("a container record with the cgroup's memory figures");
     assert_eq!(int(group, "memory_limit_bytes"), LIMIT);
     let usage = int(group, "memory_usage_bytes");

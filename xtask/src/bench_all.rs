@@ -274,7 +274,8 @@ fn report(
     let _ = writeln!(s, "| peak RSS (busy), MiB | {:.1} |", rss as f64 / 1048576.0);
     let _ = writeln!(s, "| CPU on the idle host (10 s), % of one core | {:.2} |", idle.0 * 100.0);
     let _ = writeln!(s, "| peak RSS (idle), MiB | {:.1} |", idle.1 as f64 / 1048576.0);
-    let _ = writeln!(s, "| processes traced per run (median) | {procs:.0} |");
+    let _ =
+        writeln!(s, "| processes traced during a run, median (any process that ran counts) | {procs:.0} |");
     let _ = writeln!(s, "| events lost, all runs | {dropped} |");
     let _ = writeln!(
         s,

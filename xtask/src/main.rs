@@ -32,6 +32,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[expect(clippy::enum_variant_names, reason = "the commands are bench-mmap, bench-gc, bench-all")]
 enum Task {
     /// Tracing overhead on the mmap storm (64 KiB mmap, touch, munmap).
     BenchMmap {

@@ -91,6 +91,7 @@ fn new_histogram() -> Histogram<u64> {
 /// The histograms (about 30 KiB each) are made on the first pause of their
 /// kind, so the many processes of a host-wide trace that never GC cost
 /// nothing.
+#[derive(Default)]
 pub struct GcStats {
     minor: Option<Box<Histogram<u64>>>,
     major: Option<Box<Histogram<u64>>>,
@@ -100,21 +101,6 @@ pub struct GcStats {
     pub reclaimed_bytes: u64,
     pub first_ns: Option<u64>,
     pub last_ns: u64,
-}
-
-impl Default for GcStats {
-    fn default() -> Self {
-        Self {
-            minor: None,
-            major: None,
-            count: 0,
-            total_pause_ns: 0,
-            heap_after_last_major: None,
-            reclaimed_bytes: 0,
-            first_ns: None,
-            last_ns: 0,
-        }
-    }
 }
 
 /// Quantiles of one kind, in ms.

@@ -7,10 +7,6 @@ use super::input::CallCounts;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "records are made a few per tick and written out at once, never held in bulk: boxing buys nothing"
-)]
 pub enum Record {
     /// The first record: what is traced and how.
     Start(Started),
