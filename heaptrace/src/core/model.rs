@@ -204,6 +204,8 @@ impl Model {
                 comm: p.comm.clone(),
                 oom_killed: p.oom_killed,
                 traced_s: p.seconds_traced(ts_ns),
+                cgroup_id: p.cgroup_id,
+                container: p.container.clone(),
             }));
         }
         let mut summary = process_summary(&p, ts_ns);
@@ -282,7 +284,13 @@ impl Model {
             EventKind::Mem(op) => {
                 if let Some(large) = large_mapping(&op, threshold) {
                     p.large_mappings += 1;
-                    out.push(Record::Mapping(LargeMapping { ts, pid: event.pid, tid: event.tid, ..large }));
+                    out.push(Record::Mapping(LargeMapping {
+                        ts,
+                        pid: event.pid,
+                        tid: event.tid,
+                        cgroup_id: p.cgroup_id,
+                        ..large
+                    }));
                 }
                 p.apply(&op);
             }
@@ -531,6 +539,7 @@ fn large_mapping(op: &MemOp, threshold: u64) -> Option<LargeMapping> {
         } else {
             "file"
         },
+        cgroup_id: 0,
     })
 }
 

@@ -207,6 +207,7 @@ pub struct LargeMapping {
     pub flags: u32,
     /// anon or file.
     pub backing: &'static str,
+    pub cgroup_id: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -216,6 +217,9 @@ pub struct Exit {
     pub comm: String,
     pub oom_killed: bool,
     pub traced_s: f64,
+    pub cgroup_id: u64,
+    #[serde(flatten)]
+    pub container: Option<crate::core::container::ContainerRef>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
