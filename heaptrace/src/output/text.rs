@@ -436,3 +436,81 @@ fn process_summary(o: &mut impl Write, p: &ProcessSummary) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::record::{ContainerSnapshot, Started};
+
+    fn snap(pid: u32) -> Snapshot {
+        Snapshot {
+            ts: 0.0,
+            pid,
+            comm: "node".into(),
+            rss_bytes: 0,
+            rss_anon_bytes: 0,
+            rss_file_bytes: 0,
+            rss_shmem_bytes: 0,
+            vm_bytes: 0,
+            mapped_bytes: 0,
+            mapped_anon_bytes: 0,
+            mapped_file_bytes: 0,
+            committed_bytes: 0,
+            brk_bytes: 0,
+            calls: Default::default(),
+            rss_growth_bytes: 0,
+            rss_growth_bytes_per_s: 0.0,
+            mapped_growth_bytes: 0,
+            committed_growth_bytes: 0,
+            brk_growth_bytes: 0,
+            cgroup_id: 9,
+            container: None,
+            ns_pid: None,
+            gc_count: 0,
+            gc_pause_ns: 0,
+        }
+    }
+
+    #[test]
+    fn a_large_group_shows_its_top_processes_and_a_count_of_the_rest() {
+        let mut out = Vec::new();
+        let mut sink = TextSink::new(&mut out);
+        let start = Started {
+            ts: 0.0,
+            selection: "--comm node".into(),
+            follows_new_processes: true,
+            processes: 7,
+            mem_hook: "BTF tracepoint sys_exit".into(),
+        };
+        sink.record(&Record::Start(start)).unwrap();
+        let group = ContainerSnapshot {
+            ts: 0.0,
+            cgroup_path: "/system.slice/api.service".into(),
+            cgroup_id: 9,
+            container: None,
+            processes: 7,
+            exited_processes: 0,
+            rss_bytes: 7 << 20,
+            rss_growth_bytes: 0,
+            committed_growth_bytes: 0,
+            memory_usage_bytes: Some(100 << 20),
+            memory_usage_growth_bytes: Some(0),
+            memory_limit_bytes: Some(256 << 20),
+            memory_headroom_bytes: Some(156 << 20),
+            memory_source: Some("v2".into()),
+            gc_count: 0,
+            gc_pause_ns: 0,
+        };
+        sink.record(&Record::Container(group)).unwrap();
+        for pid in 1..=7 {
+            sink.record(&Record::Snapshot(snap(pid))).unwrap();
+        }
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("tracing 7 processes (--comm node), and matching processes as they start"));
+        assert!(lines[1].contains("== cgroup /system.slice/api.service: 7 traced"), "{}", lines[1]);
+        assert!(lines[1].contains("cgroup 100.0 MiB of 256.0 MiB (156.0 MiB headroom"), "{}", lines[1]);
+        assert_eq!(lines.len(), 2 + SHOWN_PER_GROUP + 1, "{text}");
+        assert!(lines.last().unwrap().ends_with("... and 2 more processes"));
+    }
+}
