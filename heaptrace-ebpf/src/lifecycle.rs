@@ -51,8 +51,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         count_drop();
         // Still leave the traced set: a stale entry would let a later
         // process with the same pid inherit it.
-        let _ = TRACED.remove(&tgid);
-        let _ = GC_TOTALS.remove(&tgid);
+        forget(tgid);
         return 0;
     };
     // SAFETY: both pointers come from successful lookups in this run; every
@@ -60,9 +59,15 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let (counters, gc) = unsafe { (*counters, GC_TOTALS.get(&tgid).copied().unwrap_or_default()) };
     entry.write(ExitEvent { header: header(kind::EXIT, pid_tgid), counters, gc });
     entry.submit(0);
+    forget(tgid);
+    0
+}
+
+/// Removes a process from the traced set and its GC totals.
+#[inline(always)]
+fn forget(tgid: u32) {
     let _ = TRACED.remove(&tgid);
     let _ = GC_TOTALS.remove(&tgid);
-    0
 }
 
 /// Whether the current process matches the selection.
@@ -117,8 +122,7 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
         if !follow || matches!(selected(select_bits), Verdict::Yes) {
             flags |= lifecycle_flags::TRACED;
         } else {
-            let _ = TRACED.remove(&tgid);
-            let _ = GC_TOTALS.remove(&tgid);
+            forget(tgid);
         }
     } else {
         if select_bits == 0 {

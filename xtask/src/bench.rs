@@ -104,12 +104,16 @@ pub fn mmap_storm(rounds: usize, iterations: u64, out: &Path) -> Result<()> {
     let _ = idle.kill();
     let _ = idle.wait();
 
-    let report = report(&results, &kernel_costs, &neighbour, rounds, iterations);
+    write_report(&report(&results, &kernel_costs, &neighbour, rounds, iterations), out)
+}
+
+/// Prints a benchmark's Markdown report and writes it to `out`.
+pub(crate) fn write_report(report: &str, out: &Path) -> Result<()> {
     print!("{report}");
     if let Some(dir) = out.parent() {
         fs::create_dir_all(dir)?;
     }
-    fs::write(out, &report).with_context(|| format!("writing {}", out.display()))?;
+    fs::write(out, report).with_context(|| format!("writing {}", out.display()))?;
     eprintln!("written to {}", out.display());
     Ok(())
 }

@@ -5,7 +5,6 @@
 
 use std::{
     fmt::Write as _,
-    fs,
     io::{BufRead, BufReader, Write},
     path::Path,
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
@@ -16,6 +15,7 @@ use anyhow::{Context, Result, ensure};
 
 use crate::bench::{
     build_c, build_heaptrace, cpu_seconds, host_model, kernel_release, median, peak_rss, quantile, repo_root,
+    write_report,
 };
 
 struct Run {
@@ -65,14 +65,7 @@ pub fn host_wide(rounds: usize, iterations: u64, bursts: u64, node: &Path, out: 
             runs[usize::from(traced)].push(run);
         }
     }
-    let report = report(&runs, idle, rounds, iterations, bursts, node);
-    print!("{report}");
-    if let Some(dir) = out.parent() {
-        fs::create_dir_all(dir)?;
-    }
-    fs::write(out, &report).with_context(|| format!("writing {}", out.display()))?;
-    eprintln!("written to {}", out.display());
-    Ok(())
+    write_report(&report(&runs, idle, rounds, iterations, bursts, node), out)
 }
 
 /// `heaptrace --all` with its first line (the start record) read.

@@ -8,6 +8,7 @@ use crate::{
     core::{
         Record,
         container::ContainerRef,
+        gc::PauseQuantiles,
         input::Origin,
         record::{ProcessSummary, Snapshot, Summary},
     },
@@ -289,15 +290,7 @@ fn summary(o: &mut impl Write, s: &Summary) -> io::Result<()> {
             g.exited_processes
         )?;
         if g.gc_count > 0 {
-            for (kind, q) in [("minor", &c.minor), ("major", &c.major)] {
-                if q.count > 0 {
-                    writeln!(
-                        o,
-                        "  gc {kind:<5} {:>6} pauses, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-                        q.count, q.p50_ms, q.p90_ms, q.p99_ms, q.max_ms
-                    )?;
-                }
-            }
+            pause_quantiles(o, "  gc ", &c.minor, &c.major)?;
         }
         let mut members: Vec<usize> = (0..s.processes.len())
             .filter(|&i| !listed[i] && g.cgroup_id != 0 && s.processes[i].cgroup_id == g.cgroup_id)
@@ -324,6 +317,25 @@ fn summary(o: &mut impl Write, s: &Summary) -> io::Result<()> {
         writeln!(o, "== other processes")?;
         for p in rest {
             process_summary(o, p)?;
+        }
+    }
+    Ok(())
+}
+
+/// One line per GC kind that had pauses.
+fn pause_quantiles(
+    o: &mut impl Write,
+    indent: &str,
+    minor: &PauseQuantiles,
+    major: &PauseQuantiles,
+) -> io::Result<()> {
+    for (kind, q) in [("minor", minor), ("major", major)] {
+        if q.count > 0 {
+            writeln!(
+                o,
+                "{indent}{kind:<5} {:>6} pauses, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                q.count, q.p50_ms, q.p90_ms, q.p99_ms, q.max_ms
+            )?;
         }
     }
     Ok(())
@@ -394,15 +406,7 @@ fn process_summary(o: &mut impl Write, p: &ProcessSummary) -> io::Result<()> {
             gc.weak_callbacks,
             gc.main_thread_share * 100.0
         )?;
-        for (kind, q) in [("minor", &gc.minor), ("major", &gc.major)] {
-            if q.count > 0 {
-                writeln!(
-                    o,
-                    "    {kind:<5} {:>6} pauses, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-                    q.count, q.p50_ms, q.p90_ms, q.p99_ms, q.max_ms
-                )?;
-            }
-        }
+        pause_quantiles(o, "    ", &gc.minor, &gc.major)?;
     }
     if !p.growth_by_chunk_size.is_empty() {
         let classes: Vec<String> = p
