@@ -19,7 +19,7 @@ const MIN_INTERVAL: Duration = Duration::from_millis(10);
     name = "heaptrace",
     version,
     about = "Trace why a running process's memory grows, live, with eBPF (no restart, no flags).",
-    after_help = "Examples:\n  sudo heaptrace --pid 4242\n  sudo heaptrace --comm node            # every node process, including ones started later\n  sudo heaptrace --container 3f4e1d2c   # one container, by id prefix\n  sudo heaptrace --all -o json > host.jsonl\n\n--comm and --container/--cgroup combine like pgrep's options (all must match);\nrepeating one flag gives alternatives; --pid adds processes outright."
+    after_help = "Examples:\n  sudo heaptrace --pid 4242\n  sudo heaptrace agent                  # Prometheus metrics for every node process (heaptrace agent --help)\n  sudo heaptrace --comm node            # every node process, including ones started later\n  sudo heaptrace --container 3f4e1d2c   # one container, by id prefix\n  sudo heaptrace --all -o json > host.jsonl\n\n--comm and --container/--cgroup combine like pgrep's options (all must match);\nrepeating one flag gives alternatives; --pid adds processes outright."
 )]
 #[command(group(clap::ArgGroup::new("selection").required(true).multiple(true).args(["pids", "all", "comms", "containers", "cgroups"])))]
 pub struct Cli {

@@ -5,6 +5,7 @@
 //! [`core::Input`]s; the pure [`core::Model`] turns them into
 //! [`core::Record`]s; an [`output::Sink`] writes them.
 
+pub mod agent;
 pub mod cli;
 pub mod clock;
 pub mod core;

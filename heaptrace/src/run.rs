@@ -22,7 +22,7 @@ use crate::{
         container::parse_cgroup_path, input::Origin, record::Started,
     },
     kernel::{GcScope, Tracer},
-    output::Sink,
+    output::{CollectorStats, Sink},
     symbols::{SymbolCache, V8Lookup},
     target::{
         self, hold,
@@ -81,6 +81,7 @@ pub async fn run(config: Config, sink: &mut dyn Sink) -> Result<Stop> {
         gc_scope: if selection.follows() { GcScope::Binary } else { GcScope::Process },
         gc_retry: HashMap::new(),
         skipped: Default::default(),
+        probe_attach_failures: 0,
         selection,
         verbose: config.verbose,
     };
@@ -148,6 +149,8 @@ struct Collector<'a> {
     /// Selected processes that could not be read (pid 1 refuses its maps
     /// even to root): not tried again by the rescan, nor reported again.
     skipped: std::collections::HashSet<u32>,
+    /// Processes whose GC probes could not be attached (not: no V8).
+    probe_attach_failures: u64,
     selection: Selection,
     verbose: bool,
 }
@@ -290,6 +293,7 @@ impl Collector<'_> {
                 true
             }
             Err(e) => {
+                self.probe_attach_failures += 1;
                 eprintln!(
                     "heaptrace: pid {pid} ({comm}): GC probes could not be attached ({e:#}); tracing memory only"
                 );
@@ -337,6 +341,14 @@ impl Collector<'_> {
                     let mut out = Vec::new();
                     self.model.snapshots(clock::monotonic_ns(), &mut out);
                     self.emit(&out)?;
+                    let (kernel, undecodable) = self.tracer.drops();
+                    self.sink.tick(&CollectorStats {
+                        now_ns: clock::monotonic_ns(),
+                        events: self.tracer.decoded(),
+                        dropped: kernel + undecodable,
+                        probe_attach_failures: self.probe_attach_failures,
+                        model: self.model.size(),
+                    });
                 }
                 _ = rescan_tick.tick(), if follows => {
                     let mut out = Vec::new();

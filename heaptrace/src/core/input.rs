@@ -85,6 +85,10 @@ pub struct ProcessInfo {
     /// Whether V8 GC probes cover it.
     #[serde(default)]
     pub gc_probes: bool,
+    /// V8's old-generation limit when set with `--max-old-space-size`
+    /// (command line or NODE_OPTIONS); V8's own default is not visible.
+    #[serde(default)]
+    pub heap_limit_bytes: Option<u64>,
 }
 
 /// One mapping, as listed in `/proc/PID/maps`.

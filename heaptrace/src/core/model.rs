@@ -482,6 +482,12 @@ fn snapshot(p: &ProcessState, ts: f64) -> Snapshot {
         ns_pid: p.ns_pid,
         gc_count: p.gc.count,
         gc_pause_ns: p.gc.total_pause_ns,
+        marking_steps: p.gc_work.marking_steps,
+        marking_step_ns: p.gc_work.marking_step_ns,
+        weak_callbacks: p.gc_work.weak_callbacks,
+        weak_callback_ns: p.gc_work.weak_callback_ns,
+        heap_after_last_major_bytes: p.gc.heap_after_last_major,
+        heap_limit_bytes: p.heap_limit_bytes,
     }
 }
 

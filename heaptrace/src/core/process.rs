@@ -35,6 +35,7 @@ pub struct ProcessState {
     /// Key of its group: the v2 cgroup path ("" if unknown).
     pub group: String,
     pub origin: super::input::Origin,
+    pub heap_limit_bytes: Option<u64>,
 }
 
 pub struct Baseline {
@@ -62,6 +63,7 @@ impl ProcessState {
             container: None,
             group: info.cgroup_path.clone().unwrap_or_default(),
             origin: info.origin,
+            heap_limit_bytes: info.heap_limit_bytes,
             ns_pid: info.ns_pid,
             pid: info.pid,
             comm: info.comm,
@@ -125,6 +127,7 @@ impl ProcessState {
             gc_probed: self.gc_probed,
             group: self.group.clone(),
             origin: super::input::Origin::Fork,
+            heap_limit_bytes: self.heap_limit_bytes,
         };
         child.baseline.brk_bytes = child.brk_bytes();
         child

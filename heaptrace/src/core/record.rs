@@ -138,6 +138,16 @@ pub struct Snapshot {
     pub gc_count: u64,
     /// Their total length.
     pub gc_pause_ns: u64,
+    /// Main-thread GC work outside the pauses since attach (counted in the
+    /// kernel): incremental-marking steps and weak-callback runs.
+    pub marking_steps: u64,
+    pub marking_step_ns: u64,
+    pub weak_callbacks: u64,
+    pub weak_callback_ns: u64,
+    /// Heap used after the last major GC (null before one).
+    pub heap_after_last_major_bytes: Option<u64>,
+    /// `--max-old-space-size`, when the process was started with it.
+    pub heap_limit_bytes: Option<u64>,
 }
 
 /// One V8 garbage-collection pause.

@@ -83,6 +83,8 @@ pub struct Tracer {
     mem_hook: String,
     notes: Vec<String>,
     undecodable: u64,
+    /// Records decoded so far.
+    decoded: u64,
     cgroup_verdicts: HashMap<MapData, u64, u32>,
     /// GC uprobe programs loaded (once, on first use).
     gc_loaded: bool,
@@ -204,6 +206,7 @@ impl Tracer {
             mem_hook,
             notes,
             undecodable: 0,
+            decoded: 0,
             cgroup_verdicts,
             gc_loaded: false,
             gc_links: Default::default(),
@@ -381,6 +384,11 @@ impl Tracer {
         (kernel, self.undecodable)
     }
 
+    /// Records decoded from the ring buffer so far.
+    pub fn decoded(&self) -> u64 {
+        self.decoded
+    }
+
     /// Waits until the kernel signals data (only when the buffer is filling
     /// up: events are submitted without wakeups otherwise).
     pub async fn readable(&mut self) -> io::Result<()> {
@@ -394,7 +402,10 @@ impl Tracer {
         let ring = self.ring.get_mut();
         while let Some(item) = ring.next() {
             match decode(&item) {
-                Ok(event) => out.push(event),
+                Ok(event) => {
+                    self.decoded += 1;
+                    out.push(event);
+                }
                 Err(_) => self.undecodable += 1,
             }
         }

@@ -16,4 +16,22 @@ pub trait Sink {
     /// reader went away (e.g. `| head`): the caller stops quietly.
     fn record(&mut self, record: &Record) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
+    /// The end of an interval's records, with the collector's own figures
+    /// (for sinks that keep state, like the metrics of `heaptrace agent`).
+    fn tick(&mut self, _stats: &CollectorStats) {}
+}
+
+/// The collector's figures about itself, running totals.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CollectorStats {
+    /// CLOCK_MONOTONIC, ns.
+    pub now_ns: u64,
+    /// Kernel events decoded from the ring buffer.
+    pub events: u64,
+    /// Events lost to a full ring buffer, plus undecodable records.
+    pub dropped: u64,
+    /// Processes whose GC probes could not be attached.
+    pub probe_attach_failures: u64,
+    /// What the model holds.
+    pub model: crate::core::model::ModelSize,
 }

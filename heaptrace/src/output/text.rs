@@ -472,6 +472,12 @@ mod tests {
             ns_pid: None,
             gc_count: 0,
             gc_pause_ns: 0,
+            marking_steps: 0,
+            marking_step_ns: 0,
+            weak_callbacks: 0,
+            weak_callback_ns: 0,
+            heap_after_last_major_bytes: None,
+            heap_limit_bytes: None,
         }
     }
 

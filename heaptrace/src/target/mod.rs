@@ -106,8 +106,44 @@ pub fn process_info(pid: u32, ts_ns: u64) -> Result<ProcessInfo, TargetError> {
         cgroup_path,
         ns_pid,
         cgroup_id,
+        heap_limit_bytes: heap_limit(pid),
         ..Default::default()
     })
+}
+
+/// `--max-old-space-size` of a node process, from its command line or its
+/// NODE_OPTIONS (the command line wins, as in node).
+fn heap_limit(pid: u32) -> Option<u64> {
+    let split = |raw: Vec<u8>| -> Vec<String> {
+        raw.split(|&b| b == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
+    };
+    let args = split(std::fs::read(format!("/proc/{pid}/cmdline")).ok()?);
+    let env = std::fs::read(format!("/proc/{pid}/environ")).map(split).unwrap_or_default();
+    let node_options = env.iter().find_map(|e| e.strip_prefix("NODE_OPTIONS="));
+    max_old_space_size(&args, node_options)
+}
+
+/// The old-generation limit, in bytes, that `--max-old-space-size=MiB` (or
+/// `--max_old_space_size MiB`) sets. Only node's own flags count: those
+/// before the script.
+pub fn max_old_space_size(args: &[String], node_options: Option<&str>) -> Option<u64> {
+    fn scan<'a>(words: impl Iterator<Item = &'a str>) -> Option<u64> {
+        let mut found = None;
+        let mut words = words.peekable();
+        while let Some(w) = words.next() {
+            let w = w.replace('_', "-");
+            if let Some(v) = w.strip_prefix("--max-old-space-size=") {
+                found = v.parse::<u64>().ok().or(found);
+            } else if w == "--max-old-space-size" {
+                found = words.next().and_then(|v| v.parse::<u64>().ok()).or(found);
+            } else if !w.starts_with('-') {
+                break; // the script: what follows are its own arguments
+            }
+        }
+        found.map(|mib| mib << 20)
+    }
+    let from_cli = scan(args.iter().skip(1).map(String::as_str));
+    from_cli.or_else(|| scan(node_options?.split_whitespace()))
 }
 
 /// Current memory figures, or None if the process is gone (or a zombie,
@@ -121,4 +157,39 @@ pub fn read_status(pid: u32) -> Option<ProcStatus> {
         rss_file: kib(s.rssfile)?,
         rss_shmem: kib(s.rssshmem)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn heap_limit_from_flags() {
+        assert_eq!(
+            max_old_space_size(&args(&["node", "--max-old-space-size=512", "app.js"]), None),
+            Some(512 << 20)
+        );
+        assert_eq!(
+            max_old_space_size(&args(&["node", "--max_old_space_size", "64", "app.js"]), None),
+            Some(64 << 20)
+        );
+        // The script's own arguments are not node's.
+        assert_eq!(max_old_space_size(&args(&["node", "app.js", "--max-old-space-size=9"]), None), None);
+        assert_eq!(
+            max_old_space_size(&args(&["node", "app.js"]), Some("--max-old-space-size=256")),
+            Some(256 << 20)
+        );
+        assert_eq!(
+            max_old_space_size(
+                &args(&["node", "--max-old-space-size=128", "a.js"]),
+                Some("--max-old-space-size=256")
+            ),
+            Some(128 << 20)
+        );
+        assert_eq!(max_old_space_size(&args(&["node", "--max-old-space-size=x", "a.js"]), None), None);
+    }
 }

@@ -1,0 +1,545 @@
+//! Records → Prometheus series. A [`Sink`] that keeps the latest figures
+//! per process and turns them into series labelled like cAdvisor's
+//! (`namespace`, `pod`, `container`, plus `container_id`, `pod_uid` and
+//! `node`), so PromQL joins them with `container_spec_memory_limit_bytes`
+//! and `kube_pod_info`. docs/metrics.md lists every series.
+//!
+//! No I/O here: the HTTP edge renders [`MetricsSink::encode`] and feeds the
+//! agent's own CPU and RSS in with [`MetricsSink::set_self_usage`].
+//!
+//! Series lifetime: gauges describe the present, so a group's gauges go
+//! when its last process does. Counters and histograms are cumulative; they
+//! stay for `grace` after their last update, so `rate()` and
+//! `histogram_quantile()` over the last minutes still see them, then go.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    io,
+    sync::atomic::AtomicU64,
+};
+
+use prometheus_client::{
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+use serde::Serialize;
+
+use crate::{
+    core::{
+        Record,
+        container::ContainerRef,
+        record::{ContainerSnapshot, Snapshot},
+    },
+    output::{CollectorStats, Sink},
+};
+
+/// `Vec<(name, value)>`: prometheus-client encodes it as a label set, and
+/// it lets one family carry group or per-process labels alike.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// prom-client's `nodejs_gc_duration_seconds` buckets (0.001 … 5 s), plus
+/// finer ones below 1 ms, where most scavenges land.
+pub const GC_BUCKETS: [f64; 12] =
+    [0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 1.0, 2.0, 5.0];
+
+/// At most this many observations per process per interval for the
+/// incremental-marking and weak-callback histograms (see `observe_work`).
+const MAX_WORK_OBSERVATIONS: u64 = 100_000;
+
+fn gc_histogram() -> Histogram {
+    Histogram::new(GC_BUCKETS)
+}
+
+#[derive(Clone, Debug)]
+pub struct MetricsConfig {
+    /// The `node` label: the Kubernetes node (downward API) or host name.
+    pub node: String,
+    /// Series per process, with `pid` and `comm` labels.
+    pub per_process: bool,
+    /// How long cumulative series outlive their last update.
+    pub grace_ns: u64,
+    /// Metric name prefix (without the trailing `_`).
+    pub prefix: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+struct Families {
+    gc_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    gc_reclaimed: Family<Labels, Counter>,
+    heap_after_major: Family<Labels, Gauge>,
+    heap_limit: Family<Labels, Gauge>,
+    resident: Family<Labels, Gauge>,
+    committed: Family<Labels, Gauge>,
+    mapped: Family<Labels, Gauge>,
+    brk: Family<Labels, Gauge>,
+    growth: Family<Labels, FloatGauge>,
+    processes: Family<Labels, Gauge>,
+    large_allocations: Family<Labels, Counter>,
+    oom_kills: Family<Labels, Counter>,
+    cgroup_usage: Family<Labels, Gauge>,
+    cgroup_limit: Family<Labels, Gauge>,
+    cgroup_headroom: Family<Labels, Gauge>,
+    events: Counter,
+    dropped: Counter,
+    attach_failures: Counter,
+    traced: Gauge,
+    cpu: Counter<f64, AtomicU64>,
+    rss: Gauge,
+}
+
+/// What the agent remembers of one live process.
+struct Proc {
+    series: Labels,
+    last: Option<Snapshot>,
+}
+
+pub struct MetricsSink {
+    cfg: MetricsConfig,
+    registry: Registry,
+    f: Families,
+    procs: HashMap<u32, Proc>,
+    /// Label sets of cumulative series, with their last update.
+    cumulative: HashMap<Labels, u64>,
+    /// Label sets that had gauges at the last tick.
+    gauges: Vec<Labels>,
+    /// cgroup gauges' label sets at the last tick.
+    cgroup_gauges: Vec<Labels>,
+    /// The latest group records, for the JSON endpoint.
+    groups: BTreeMap<String, ContainerSnapshot>,
+    /// Time of this interval's group records, if any came.
+    group_ts: Option<f64>,
+    last_stats: CollectorStats,
+    self_cpu_s: f64,
+    now_ns: u64,
+    ticks: u64,
+}
+
+/// The JSON endpoint's answer: what is traced now, per group.
+#[derive(Serialize)]
+pub struct Findings<'a> {
+    pub node: &'a str,
+    pub groups: Vec<&'a ContainerSnapshot>,
+    pub processes: Vec<&'a Snapshot>,
+}
+
+impl MetricsSink {
+    pub fn new(cfg: MetricsConfig) -> Self {
+        let mut registry = Registry::with_prefix(cfg.prefix.clone());
+        let f = Families {
+            gc_duration: Family::new_with_constructor(gc_histogram),
+            gc_reclaimed: Family::default(),
+            heap_after_major: Family::default(),
+            heap_limit: Family::default(),
+            resident: Family::default(),
+            committed: Family::default(),
+            mapped: Family::default(),
+            brk: Family::default(),
+            growth: Family::default(),
+            processes: Family::default(),
+            large_allocations: Family::default(),
+            oom_kills: Family::default(),
+            cgroup_usage: Family::default(),
+            cgroup_limit: Family::default(),
+            cgroup_headroom: Family::default(),
+            events: Counter::default(),
+            dropped: Counter::default(),
+            attach_failures: Counter::default(),
+            traced: Gauge::default(),
+            cpu: Counter::default(),
+            rss: Gauge::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "nodejs_gc_duration_seconds",
+            "V8 garbage-collection pauses by kind (minor, major), and main-thread GC work outside them \
+             (incremental: marking steps; weakcb: weak callbacks)",
+            f.gc_duration.clone(),
+        );
+        r.register(
+            "nodejs_gc_reclaimed_bytes",
+            "Heap bytes freed by GC pauses, by kind",
+            f.gc_reclaimed.clone(),
+        );
+        r.register(
+            "nodejs_heap_used_after_major_gc_bytes",
+            "V8 heap used after the last major GC (summed over a group's processes)",
+            f.heap_after_major.clone(),
+        );
+        r.register(
+            "nodejs_heap_size_limit_bytes",
+            "V8 old-generation limit set with --max-old-space-size (only for processes started with it)",
+            f.heap_limit.clone(),
+        );
+        r.register(
+            "process_resident_memory_bytes",
+            "Resident memory of traced processes, by type (anon, file, shmem)",
+            f.resident.clone(),
+        );
+        r.register(
+            "process_committed_bytes",
+            "Bytes mapped through mmap/mremap that are not PROT_NONE",
+            f.committed.clone(),
+        );
+        r.register("process_mapped_bytes", "Bytes mapped through mmap/mremap", f.mapped.clone());
+        r.register("process_brk_bytes", "Size of the brk heap (malloc's main arena)", f.brk.clone());
+        r.register(
+            "process_resident_memory_growth_bytes_per_second",
+            "RSS growth since each process was first traced, over that time",
+            f.growth.clone(),
+        );
+        r.register("traced_processes", "Traced processes per group", f.processes.clone());
+        r.register(
+            "large_allocations",
+            "mmap and mremap calls at or above the large-mapping threshold",
+            f.large_allocations.clone(),
+        );
+        r.register(
+            "oom_kills",
+            "Traced processes killed for lack of memory, by source (kernel: the OOM killer)",
+            f.oom_kills.clone(),
+        );
+        r.register(
+            "container_memory_usage_bytes",
+            "The cgroup's own memory accounting (memory.current, or v1 memory.usage_in_bytes)",
+            f.cgroup_usage.clone(),
+        );
+        r.register(
+            "container_memory_limit_bytes",
+            "The cgroup's memory limit (memory.max, or v1 memory.limit_in_bytes); absent when unlimited",
+            f.cgroup_limit.clone(),
+        );
+        r.register("container_memory_headroom_bytes", "Memory limit minus usage", f.cgroup_headroom.clone());
+        r.register("events", "Kernel events decoded by the agent", f.events.clone());
+        r.register(
+            "events_dropped",
+            "Kernel events lost (ring buffer full) or undecodable",
+            f.dropped.clone(),
+        );
+        r.register(
+            "probe_attach_failures",
+            "Processes whose V8 GC probes could not be attached",
+            f.attach_failures.clone(),
+        );
+        r.register("agent_traced_processes", "Processes the agent traces now", f.traced.clone());
+        r.register("agent_cpu_seconds", "CPU time the agent has used", f.cpu.clone());
+        r.register("agent_resident_memory_bytes", "The agent's own resident memory", f.rss.clone());
+        Self {
+            cfg,
+            registry,
+            f,
+            procs: HashMap::new(),
+            cumulative: HashMap::new(),
+            gauges: Vec::new(),
+            cgroup_gauges: Vec::new(),
+            groups: BTreeMap::new(),
+            group_ts: None,
+            last_stats: CollectorStats::default(),
+            self_cpu_s: 0.0,
+            now_ns: 0,
+            ticks: 0,
+        }
+    }
+
+    /// The group labels of a container. Unknown ones are left out (as
+    /// Prometheus reads an empty label): a process outside any container
+    /// has only `node`.
+    fn group_labels(&self, c: Option<&ContainerRef>) -> Labels {
+        let labels = [
+            ("namespace", c.and_then(|c| c.namespace.clone())),
+            ("pod", c.and_then(|c| c.pod.clone())),
+            ("container", c.and_then(|c| c.container.clone())),
+            ("container_id", c.map(|c| c.container_id.clone())),
+            ("pod_uid", c.and_then(|c| c.pod_uid.clone())),
+            ("node", Some(self.cfg.node.clone())),
+        ];
+        labels.into_iter().filter_map(|(k, v)| Some((k, v.filter(|v| !v.is_empty())?))).collect()
+    }
+
+    fn series_labels(&self, pid: u32, comm: &str, c: Option<&ContainerRef>) -> Labels {
+        let mut l = self.group_labels(c);
+        if self.cfg.per_process {
+            l.push(("pid", pid.to_string()));
+            l.push(("comm", comm.to_owned()));
+        }
+        l
+    }
+
+    fn with(labels: &Labels, name: &'static str, value: &str) -> Labels {
+        let mut l = labels.clone();
+        l.push((name, value.to_owned()));
+        l
+    }
+
+    fn touch(&mut self, labels: &Labels) {
+        self.cumulative.insert(labels.clone(), self.now_ns);
+    }
+
+    fn on_snapshot(&mut self, s: &Snapshot) {
+        let Some(p) = self.procs.get_mut(&s.pid) else { return };
+        let prev = p.last.replace(s.clone());
+        let series = p.series.clone();
+        // Work outside pauses is counted in the kernel as totals: spread
+        // each interval's new steps evenly over their total time.
+        let (prev_steps, prev_step_ns, prev_weak, prev_weak_ns) = prev.map_or((0, 0, 0, 0), |p| {
+            (p.marking_steps, p.marking_step_ns, p.weak_callbacks, p.weak_callback_ns)
+        });
+        let work = [
+            (
+                "incremental",
+                s.marking_steps.saturating_sub(prev_steps),
+                s.marking_step_ns.saturating_sub(prev_step_ns),
+            ),
+            (
+                "weakcb",
+                s.weak_callbacks.saturating_sub(prev_weak),
+                s.weak_callback_ns.saturating_sub(prev_weak_ns),
+            ),
+        ];
+        for (kind, count, ns) in work {
+            if count == 0 {
+                continue;
+            }
+            let labels = Self::with(&series, "kind", kind);
+            let h = self.f.gc_duration.get_or_create(&labels);
+            let each = ns as f64 / count as f64 / 1e9;
+            for _ in 0..count.min(MAX_WORK_OBSERVATIONS) {
+                h.observe(each);
+            }
+            drop(h);
+            self.touch(&labels);
+        }
+    }
+
+    /// Sets the gauges from the latest snapshots and group records, and lets
+    /// go of series past their time.
+    fn publish(&mut self) {
+        #[derive(Default)]
+        struct Sums {
+            anon: i64,
+            file: i64,
+            shmem: i64,
+            committed: i64,
+            mapped: i64,
+            brk: i64,
+            growth: f64,
+            processes: i64,
+            heap_after_major: Option<i64>,
+            heap_limit: Option<i64>,
+        }
+        let mut sums: HashMap<Labels, Sums> = HashMap::new();
+        for p in self.procs.values() {
+            let Some(s) = &p.last else { continue };
+            let e = sums.entry(p.series.clone()).or_default();
+            e.anon += s.rss_anon_bytes as i64;
+            e.file += s.rss_file_bytes as i64;
+            e.shmem += s.rss_shmem_bytes as i64;
+            e.committed += s.committed_bytes as i64;
+            e.mapped += s.mapped_bytes as i64;
+            e.brk += s.brk_bytes as i64;
+            e.growth += s.rss_growth_bytes_per_s;
+            e.processes += 1;
+            if let Some(h) = s.heap_after_last_major_bytes {
+                *e.heap_after_major.get_or_insert(0) += h as i64;
+            }
+            if let Some(h) = s.heap_limit_bytes {
+                *e.heap_limit.get_or_insert(0) += h as i64;
+            }
+        }
+        // Gauges of groups (or processes) that are gone go now.
+        for old in std::mem::take(&mut self.gauges) {
+            if !sums.contains_key(&old) {
+                self.remove_gauges(&old);
+            }
+        }
+        for (labels, s) in &sums {
+            let f = &self.f;
+            for (kind, v) in [("anon", s.anon), ("file", s.file), ("shmem", s.shmem)] {
+                f.resident.get_or_create(&Self::with(labels, "type", kind)).set(v);
+            }
+            f.committed.get_or_create(labels).set(s.committed);
+            f.mapped.get_or_create(labels).set(s.mapped);
+            f.brk.get_or_create(labels).set(s.brk);
+            f.growth.get_or_create(labels).set(s.growth);
+            f.processes.get_or_create(labels).set(s.processes);
+            match s.heap_after_major {
+                Some(v) => drop(f.heap_after_major.get_or_create(labels).set(v)),
+                None => drop(f.heap_after_major.remove(labels)),
+            }
+            match s.heap_limit {
+                Some(v) => drop(f.heap_limit.get_or_create(labels).set(v)),
+                None => drop(f.heap_limit.remove(labels)),
+            }
+        }
+        self.gauges = sums.into_keys().collect();
+
+        // The cgroups' own figures, per group.
+        let mut cgroup_now = Vec::new();
+        for g in self.groups.values() {
+            let labels = self.group_labels(g.container.as_ref());
+            if let Some(usage) = g.memory_usage_bytes {
+                self.f.cgroup_usage.get_or_create(&labels).set(usage as i64);
+                match (g.memory_limit_bytes, g.memory_headroom_bytes) {
+                    (Some(limit), Some(headroom)) => {
+                        self.f.cgroup_limit.get_or_create(&labels).set(limit as i64);
+                        self.f.cgroup_headroom.get_or_create(&labels).set(headroom as i64);
+                    }
+                    _ => {
+                        self.f.cgroup_limit.remove(&labels);
+                        self.f.cgroup_headroom.remove(&labels);
+                    }
+                }
+                cgroup_now.push(labels);
+            }
+        }
+        for old in std::mem::take(&mut self.cgroup_gauges) {
+            if !cgroup_now.contains(&old) {
+                self.f.cgroup_usage.remove(&old);
+                self.f.cgroup_limit.remove(&old);
+                self.f.cgroup_headroom.remove(&old);
+            }
+        }
+        self.cgroup_gauges = cgroup_now;
+
+        // Cumulative series past their grace period.
+        let now = self.now_ns;
+        let grace = self.cfg.grace_ns;
+        let stale: Vec<Labels> = self
+            .cumulative
+            .iter()
+            .filter(|(_, seen)| now.saturating_sub(**seen) > grace)
+            .map(|(l, _)| l.clone())
+            .collect();
+        for labels in stale {
+            self.cumulative.remove(&labels);
+            self.f.gc_duration.remove(&labels);
+            self.f.gc_reclaimed.remove(&labels);
+            self.f.large_allocations.remove(&labels);
+            self.f.oom_kills.remove(&labels);
+        }
+    }
+
+    fn remove_gauges(&self, labels: &Labels) {
+        let f = &self.f;
+        for kind in ["anon", "file", "shmem"] {
+            f.resident.remove(&Self::with(labels, "type", kind));
+        }
+        f.committed.remove(labels);
+        f.mapped.remove(labels);
+        f.brk.remove(labels);
+        f.growth.remove(labels);
+        f.processes.remove(labels);
+        f.heap_after_major.remove(labels);
+        f.heap_limit.remove(labels);
+    }
+
+    /// The agent's own CPU time (seconds, cumulative) and RSS, read by the
+    /// edge at scrape time.
+    pub fn set_self_usage(&mut self, cpu_s: f64, rss_bytes: u64) {
+        if cpu_s > self.self_cpu_s {
+            self.f.cpu.inc_by(cpu_s - self.self_cpu_s);
+            self.self_cpu_s = cpu_s;
+        }
+        self.f.rss.set(rss_bytes as i64);
+    }
+
+    /// The exposition, OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn findings(&self) -> Findings<'_> {
+        let mut processes: Vec<&Snapshot> = self.procs.values().filter_map(|p| p.last.as_ref()).collect();
+        processes.sort_by_key(|s| std::cmp::Reverse(s.rss_growth_bytes));
+        Findings { node: &self.cfg.node, groups: self.groups.values().collect(), processes }
+    }
+
+    /// Intervals completed, and the collector's clock at the last one.
+    pub fn progress(&self) -> (u64, u64) {
+        (self.ticks, self.now_ns)
+    }
+
+    /// Label sets the agent is keeping (bounded by live processes and
+    /// groups, plus what the grace period holds).
+    pub fn series_sets(&self) -> usize {
+        self.cumulative.len() + self.gauges.len() + self.cgroup_gauges.len()
+    }
+}
+
+impl Sink for MetricsSink {
+    fn record(&mut self, record: &Record) -> io::Result<()> {
+        match record {
+            Record::Attach(a) => {
+                let series = self.series_labels(a.pid, &a.comm, a.container.as_ref());
+                self.procs.insert(a.pid, Proc { series, last: None });
+            }
+            Record::Snapshot(s) => self.on_snapshot(s),
+            Record::Container(c) => {
+                self.group_ts = Some(c.ts);
+                self.groups.insert(c.cgroup_path.clone(), c.clone());
+            }
+            Record::Gc(g) => {
+                let series = match self.procs.get(&g.pid) {
+                    Some(p) => p.series.clone(),
+                    None => self.series_labels(g.pid, "", g.container.as_ref()),
+                };
+                let labels = Self::with(&series, "kind", g.kind);
+                self.f.gc_duration.get_or_create(&labels).observe(g.pause_ns as f64 / 1e9);
+                self.f
+                    .gc_reclaimed
+                    .get_or_create(&labels)
+                    .inc_by(g.heap_before_bytes.saturating_sub(g.heap_after_bytes));
+                self.touch(&labels);
+            }
+            Record::Mapping(m) if m.op != "munmap" => {
+                if let Some(series) = self.procs.get(&m.pid).map(|p| p.series.clone()) {
+                    self.f.large_allocations.get_or_create(&series).inc();
+                    self.touch(&series);
+                }
+            }
+            Record::Oom(o) => {
+                let series = match self.procs.get(&o.pid) {
+                    Some(p) => p.series.clone(),
+                    None => self.series_labels(o.pid, &o.comm, o.container.as_ref()),
+                };
+                let labels = Self::with(&series, "source", "kernel");
+                self.f.oom_kills.get_or_create(&labels).inc();
+                self.touch(&labels);
+            }
+            Record::Exit(e) => {
+                self.procs.remove(&e.pid);
+            }
+            Record::Summary(_) => {
+                // The run is over: groups with no live process are gone.
+                self.groups.retain(|_, g| g.processes > 0);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn tick(&mut self, stats: &CollectorStats) {
+        self.now_ns = stats.now_ns;
+        self.ticks += 1;
+        let last = self.last_stats;
+        self.f.events.inc_by(stats.events.saturating_sub(last.events));
+        self.f.dropped.inc_by(stats.dropped.saturating_sub(last.dropped));
+        self.f.attach_failures.inc_by(stats.probe_attach_failures.saturating_sub(last.probe_attach_failures));
+        self.f.traced.set(stats.model.live_processes as i64);
+        self.last_stats = *stats;
+        // Groups without a record this interval have no live process.
+        let this_tick = std::mem::take(&mut self.group_ts);
+        self.groups.retain(|_, g| this_tick.is_some_and(|ts| g.ts >= ts));
+        self.publish();
+    }
+}
+
+#[cfg(test)]
+mod tests;
