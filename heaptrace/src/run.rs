@@ -195,6 +195,14 @@ impl Collector<'_> {
                 });
                 let comm = info.comm.clone();
                 info.gc_probes = self.attach_gc_probes(pid, &comm, named);
+                if let Some(Ok(h)) = &held
+                    && self.verbose
+                {
+                    eprintln!(
+                        "heaptrace: pid {pid}: held {:.0} ms while its GC probes were attached",
+                        h.held_ms()
+                    );
+                }
                 drop(held);
                 if !info.gc_probes && origin != Origin::Start {
                     self.gc_retry.insert(pid, GC_RETRIES);
@@ -437,6 +445,9 @@ impl Collector<'_> {
                 *missing += 1;
                 if *missing >= MISSING_INTERVALS_BEFORE_EXIT {
                     // Gone without an exit event (lost to a full buffer).
+                    if self.verbose {
+                        eprintln!("heaptrace: pid {pid} is gone without an exit event; taking it as exited");
+                    }
                     let gc_work = self.tracer.gc_work(pid).unwrap_or_default();
                     let kind = EventKind::Exit { calls, gc_work };
                     let exit = Event { pid, tid: pid, ts_ns, cgroup_id: 0, kind };

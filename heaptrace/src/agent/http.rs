@@ -57,10 +57,30 @@ fn handle<B>(
             let (cpu_s, rss) = self_usage();
             let mut m = metrics.borrow_mut();
             m.set_self_usage(cpu_s, rss);
-            reply(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", m.encode())
+            // Prometheus asks for OpenMetrics; curl, promtool and older
+            // scrapers get the classic text format.
+            let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+            if accept.contains("application/openmetrics-text") {
+                reply(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    m.encode(),
+                )
+            } else {
+                reply(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    to_prometheus_text(&m.encode()),
+                )
+            }
         }
         "/healthz" => {
-            let (ticks, last_ns) = metrics.borrow().progress();
+            let (started, ticks, last_ns) = metrics.borrow().progress();
+            if !started {
+                // Programs still loading, or the /proc scan still running:
+                // a process started now might not be seen from its start.
+                return reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "starting\n".into());
+            }
             let since = clock::monotonic_ns().saturating_sub(if ticks == 0 { started_ns } else { last_ns });
             if since <= 3 * interval.as_nanos() as u64 + 1_000_000_000 {
                 reply(StatusCode::OK, "text/plain", "ok\n".into())
@@ -92,10 +112,52 @@ fn handle<B>(
     }
 }
 
+/// OpenMetrics text → the classic Prometheus text format (0.0.4), which
+/// prometheus-client does not write. They differ, for what the agent
+/// serves, in three things: a counter family is named without `_total` in
+/// OpenMetrics (`# TYPE x counter`, sample `x_total`) and with it in the
+/// classic format; `# UNIT` lines; and the closing `# EOF`.
+pub fn to_prometheus_text(open_metrics: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for line in open_metrics.lines() {
+        if let Some(name) = line.strip_prefix("# TYPE ").and_then(|r| r.strip_suffix(" counter")) {
+            counters.insert(name.to_owned());
+        }
+    }
+    let mut out = String::with_capacity(open_metrics.len());
+    for line in open_metrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
 /// This process's CPU seconds (user + system) and RSS bytes.
 fn self_usage() -> (f64, u64) {
     let Ok(me) = procfs::process::Process::myself() else { return (0.0, 0) };
     let cpu = me.stat().map_or(0.0, |s| (s.utime + s.stime) as f64 / procfs::ticks_per_second() as f64);
     let rss = me.status().ok().and_then(|s| s.vmrss).map_or(0, |kb| kb * 1024);
     (cpu, rss)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_prometheus_text;
+
+    #[test]
+    fn openmetrics_counters_become_classic_counters() {
+        let om = "# HELP x_events Kernel events.\n# TYPE x_events counter\nx_events_total 5\n# HELP x_rss RSS.\n# TYPE x_rss gauge\n# UNIT x_rss bytes\nx_rss 1\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(om),
+            "# HELP x_events_total Kernel events.\n# TYPE x_events_total counter\nx_events_total 5\n# HELP x_rss RSS.\n# TYPE x_rss gauge\nx_rss 1\n"
+        );
+    }
 }

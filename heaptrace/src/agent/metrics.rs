@@ -46,6 +46,9 @@ pub const GC_BUCKETS: [f64; 12] =
 /// incremental-marking and weak-callback histograms (see `observe_work`).
 const MAX_WORK_OBSERVATIONS: u64 = 100_000;
 
+/// The stamp of a series updated since the last tick.
+const UPDATED_THIS_INTERVAL: u64 = 0;
+
 fn gc_histogram() -> Histogram {
     Histogram::new(GC_BUCKETS)
 }
@@ -113,6 +116,8 @@ pub struct MetricsSink {
     self_cpu_s: f64,
     now_ns: u64,
     ticks: u64,
+    /// Tracing is set up (the collector's `start` record came).
+    started: bool,
 }
 
 /// The JSON endpoint's answer: what is traced now, per group.
@@ -238,6 +243,7 @@ impl MetricsSink {
             self_cpu_s: 0.0,
             now_ns: 0,
             ticks: 0,
+            started: false,
         }
     }
 
@@ -271,8 +277,11 @@ impl MetricsSink {
         l
     }
 
+    /// Marks a cumulative series as updated in this interval (stamped with
+    /// the interval's end at the next tick: records carry wall-clock times,
+    /// the grace period runs on the collector's clock).
     fn touch(&mut self, labels: &Labels) {
-        self.cumulative.insert(labels.clone(), self.now_ns);
+        self.cumulative.insert(labels.clone(), UPDATED_THIS_INTERVAL);
     }
 
     fn on_snapshot(&mut self, s: &Snapshot) {
@@ -403,6 +412,11 @@ impl MetricsSink {
 
         // Cumulative series past their grace period.
         let now = self.now_ns;
+        for seen in self.cumulative.values_mut() {
+            if *seen == UPDATED_THIS_INTERVAL {
+                *seen = now;
+            }
+        }
         let grace = self.cfg.grace_ns;
         let stale: Vec<Labels> = self
             .cumulative
@@ -457,9 +471,10 @@ impl MetricsSink {
         Findings { node: &self.cfg.node, groups: self.groups.values().collect(), processes }
     }
 
-    /// Intervals completed, and the collector's clock at the last one.
-    pub fn progress(&self) -> (u64, u64) {
-        (self.ticks, self.now_ns)
+    /// Whether tracing is set up, intervals completed, and the collector's
+    /// clock at the last one.
+    pub fn progress(&self) -> (bool, u64, u64) {
+        (self.started, self.ticks, self.now_ns)
     }
 
     /// Label sets the agent is keeping (bounded by live processes and
@@ -472,8 +487,14 @@ impl MetricsSink {
 impl Sink for MetricsSink {
     fn record(&mut self, record: &Record) -> io::Result<()> {
         match record {
+            Record::Start(_) => self.started = true,
             Record::Attach(a) => {
                 let series = self.series_labels(a.pid, &a.comm, a.container.as_ref());
+                // The OOM counter starts at 0 so that `increase()` sees the
+                // first kill (a counter born at 1 shows no increase).
+                let oom = Self::with(&series, "source", "kernel");
+                drop(self.f.oom_kills.get_or_create(&oom));
+                self.touch(&oom);
                 self.procs.insert(a.pid, Proc { series, last: None });
             }
             Record::Snapshot(s) => self.on_snapshot(s),

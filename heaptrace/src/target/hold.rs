@@ -25,6 +25,14 @@ const STOP_TIMEOUT: Duration = Duration::from_millis(100);
 /// A process stopped under ptrace; dropping it lets the process go.
 pub struct Held {
     pid: Pid,
+    since: Instant,
+}
+
+impl Held {
+    /// How long it has been held so far.
+    pub fn held_ms(&self) -> f64 {
+        self.since.elapsed().as_secs_f64() * 1e3
+    }
 }
 
 /// Stops `pid`, or says why it could not (already traced by a debugger,
@@ -32,7 +40,7 @@ pub struct Held {
 pub fn hold(pid: u32) -> Result<Held, String> {
     let pid = Pid::from_raw(pid as i32);
     ptrace::seize(pid, ptrace::Options::empty()).map_err(|e| format!("ptrace seize: {e}"))?;
-    let held = Held { pid };
+    let held = Held { pid, since: Instant::now() };
     ptrace::interrupt(pid).map_err(|e| format!("ptrace interrupt: {e}"))?;
     let deadline = Instant::now() + STOP_TIMEOUT;
     loop {

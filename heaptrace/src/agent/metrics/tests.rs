@@ -234,3 +234,17 @@ fn a_process_outside_containers_has_only_the_node_label() {
         m.encode().contains("heaptrace_nodejs_gc_duration_seconds_count{node=\"node-1\",kind=\"major\"} 1")
     );
 }
+
+#[test]
+fn pauses_before_the_first_interval_are_kept() {
+    // Records come before the collector's first tick; the grace period
+    // must count from that tick, not from time zero.
+    let mut m = sink(false);
+    attach(&mut m, 10);
+    m.record(&gc(10, "minor", 400_000)).unwrap();
+    tick(&mut m, 1_000_000 * SEC, 1);
+    assert!(
+        m.encode()
+            .contains(&format!("heaptrace_nodejs_gc_duration_seconds_count{{{GROUP},kind=\"minor\"}} 1"))
+    );
+}
