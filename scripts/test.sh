@@ -24,6 +24,9 @@ echo "== eBPF crate clippy"
   cargo clippy --release --target bpfel-unknown-none -Z build-std=core \
   --target-dir ../target/ebpf-clippy -- -D warnings)
 
+echo "== the static binary the container image holds"
+bash scripts/build-static.sh
+
 echo "== tests (unit + privileged integration, one at a time)"
 # Privileged tests attach real programs; running them one at a time keeps
 # their processes and figures apart.

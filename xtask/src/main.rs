@@ -12,12 +12,17 @@
 //!
 //! GC probe overhead: a GC-heavy Node workload, untraced vs traced.
 //!
+//!   cargo xtask bench-agent [--seconds 30]
+//!
+//! `heaptrace agent` idle and busy (CPU, RSS), and /metrics with 1,000 series.
+//!
 //!   cargo xtask bench-all [--rounds 8] [--iterations 20000] [--bursts 1500]
 //!
 //! Host-wide tracing (`--all`) while the mmap storm and a Node workload run
 //! at once: both workloads' slowdowns, and the collector's CPU and RSS.
 
 mod bench;
+mod bench_agent;
 mod bench_all;
 mod bench_gc;
 
@@ -59,6 +64,16 @@ enum Task {
         #[arg(long, default_value = "bench/results/gc.md")]
         out: std::path::PathBuf,
     },
+    /// `heaptrace agent`: CPU and RSS idle and busy, /metrics with 1,000 series.
+    BenchAgent {
+        /// Length of the idle and busy windows.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        #[arg(long)]
+        node: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "bench/results/agent.md")]
+        out: std::path::PathBuf,
+    },
     /// Host-wide tracing while the mmap storm and a Node workload run at once.
     BenchAll {
         #[arg(long, default_value_t = 8)]
@@ -79,6 +94,9 @@ fn main() -> Result<()> {
         Task::BenchMmap { rounds, iterations, out } => bench::mmap_storm(rounds, iterations, &out),
         Task::BenchGc { rounds, bursts, node, out } => {
             bench_gc::gc_overhead(rounds, bursts, &node.unwrap_or_else(bench_gc::default_node), &out)
+        }
+        Task::BenchAgent { seconds, node, out } => {
+            bench_agent::agent(seconds, &node.unwrap_or_else(bench_gc::default_node), &out)
         }
         Task::BenchAll { rounds, iterations, bursts, node, out } => bench_all::host_wide(
             rounds,
