@@ -96,6 +96,11 @@ pub struct Config {
     pub mem_hook: MemHookChoice,
     pub ring_buffer_bytes: u32,
     pub verbose: bool,
+    /// How often the ring buffer is drained when the kernel does not wake
+    /// the collector (frequent events are submitted without wakeups). The
+    /// CLI's 20 ms keeps its event lines prompt; the agent, whose output is
+    /// scraped every few seconds, wakes less.
+    pub drain_every: Duration,
 }
 
 impl Config {
@@ -151,6 +156,7 @@ impl Config {
             mem_hook: cli.mem_hook,
             ring_buffer_bytes,
             verbose: cli.verbose,
+            drain_every: Duration::from_millis(20),
         })
     }
 }

@@ -31,11 +31,6 @@ use crate::{
     },
 };
 
-/// How often the ring buffer is drained when the kernel does not wake us.
-/// Events are submitted without wakeups (see heaptrace-common), so this
-/// bounds how stale the event stream can be.
-const DRAIN_EVERY: Duration = Duration::from_millis(20);
-
 /// A process missing from /proc for this many intervals without an exit
 /// event is taken as gone (the exit event can be lost only to a full buffer).
 const MISSING_INTERVALS_BEFORE_EXIT: u32 = 2;
@@ -323,7 +318,9 @@ impl Collector<'_> {
         let deadline = config.duration.map(|d| Instant::now() + d);
         let mut snapshot_tick = interval(config.interval);
         snapshot_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut drain_tick = interval(DRAIN_EVERY);
+        // Events are submitted without wakeups (see heaptrace-common), so
+        // this bounds how stale the event stream can be.
+        let mut drain_tick = interval(config.drain_every);
         drain_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut rescan_tick = interval(RESCAN_EVERY);
         rescan_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);

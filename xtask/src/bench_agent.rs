@@ -40,13 +40,21 @@ impl Agent {
     }
 
     fn rss(&self) -> Result<u64> {
+        self.status_kb("VmRSS:").map(|kb| kb * 1024)
+    }
+
+    fn peak_rss(&self) -> Result<u64> {
+        self.status_kb("VmHWM:").map(|kb| kb * 1024)
+    }
+
+    fn status_kb(&self, field: &str) -> Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))?;
         let kb: u64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .context("VmRSS")?;
-        Ok(kb * 1024)
+            .context("no such field in /proc/PID/status")?;
+        Ok(kb)
     }
 
     /// CPU share of one core over `f`.
@@ -114,7 +122,7 @@ pub fn agent(seconds: u64, node: &Path, out: &Path) -> Result<()> {
             writeln!(n.stdin.as_mut().unwrap(), "go")?;
             for _ in r.lines() {}
             n.wait()?;
-            peak_rss = peak_rss.max(a.rss()?);
+            peak_rss = peak_rss.max(a.peak_rss()?);
         }
         Ok(())
     })?;
