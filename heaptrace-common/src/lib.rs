@@ -25,6 +25,9 @@ pub mod kind {
     /// A traced process forked a child that is traced too:
     /// [`super::LifecycleEvent`].
     pub const FORK: u32 = 6;
+    /// V8 gave up for lack of heap ("JavaScript heap out of memory"): a
+    /// bare [`super::EventHeader`].
+    pub const V8_OOM: u32 = 7;
 }
 
 /// What userspace asked the kernel to select at exec and fork time (a

@@ -315,3 +315,29 @@ pub fn gc_epilogue_callbacks(ctx: ProbeContext) -> u32 {
     });
     0
 }
+
+/// V8 gives up: `V8::FatalProcessOutOfMemory` ("JavaScript heap out of
+/// memory"). The process aborts right after, so this is streamed with a
+/// wakeup; one overload may call another, and userspace counts one per
+/// process.
+#[uprobe]
+pub fn gc_fatal_oom(_ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if TRACED.get_ptr(&((pid_tgid >> 32) as u32)).is_none() {
+        return 0;
+    }
+    let event = EventHeader {
+        kind: kind::V8_OOM,
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        _pad: 0,
+        // SAFETY: plain helpers with no arguments.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        // SAFETY: as above.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+    };
+    if EVENTS.output(&event, 0).is_err() {
+        count_drop();
+    }
+    0
+}

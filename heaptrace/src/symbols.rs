@@ -30,10 +30,13 @@ pub enum V8Function {
     StartIncrementalMarking,
     CallGCPrologueCallbacks,
     CallGCEpilogueCallbacks,
+    /// `V8::FatalProcessOutOfMemory`: the "JavaScript heap out of memory"
+    /// abort (and V8's other fatal allocation failures).
+    FatalProcessOutOfMemory,
 }
 
 impl V8Function {
-    pub const ALL: [V8Function; 9] = [
+    pub const ALL: [V8Function; 10] = [
         V8Function::CollectGarbage,
         V8Function::StartObservablePause,
         V8Function::StopObservablePause,
@@ -43,6 +46,7 @@ impl V8Function {
         V8Function::StartIncrementalMarking,
         V8Function::CallGCPrologueCallbacks,
         V8Function::CallGCEpilogueCallbacks,
+        V8Function::FatalProcessOutOfMemory,
     ];
 
     /// Itanium-mangled name up to and including the `E` that closes the
@@ -58,6 +62,7 @@ impl V8Function {
             V8Function::StartIncrementalMarking => "_ZN2v88internal4Heap23StartIncrementalMarkingE",
             V8Function::CallGCPrologueCallbacks => "_ZN2v88internal4Heap23CallGCPrologueCallbacksE",
             V8Function::CallGCEpilogueCallbacks => "_ZN2v88internal4Heap23CallGCEpilogueCallbacksE",
+            V8Function::FatalProcessOutOfMemory => "_ZN2v88internal2V823FatalProcessOutOfMemoryE",
         }
     }
 
@@ -73,6 +78,7 @@ impl V8Function {
             V8Function::StartIncrementalMarking => "Heap::StartIncrementalMarking",
             V8Function::CallGCPrologueCallbacks => "Heap::CallGCPrologueCallbacks",
             V8Function::CallGCEpilogueCallbacks => "Heap::CallGCEpilogueCallbacks",
+            V8Function::FatalProcessOutOfMemory => "V8::FatalProcessOutOfMemory",
         }
     }
 }

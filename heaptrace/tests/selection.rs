@@ -217,3 +217,32 @@ fn a_cgroup_selection_attributes_gcs_to_each_pods_container() {
         assert_eq!(process_summary(&records, *pid)["container_id"], pods[*i].1);
     }
 }
+
+#[test]
+fn javascript_heap_out_of_memory_is_reported_once() {
+    require_root();
+    let mut h = start_selection(&["--comm", "node", "--interval", "200ms"]);
+    // A 16 MiB old space and a tight leak: V8 aborts within a second or two.
+    let out = Command::new(node_bin("22.23.3"))
+        .args([
+            "--max-old-space-size=16",
+            "-e",
+            "const a = []; for (;;) a.push({ s: 'x'.repeat(64) + a.length });",
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("JavaScript heap out of memory"), "node did not run out of heap: {stderr}");
+    let exit = h.next_matching("exit", |v| v["type"] == "exit");
+    let pid = exit["pid"].as_u64().unwrap() as u32;
+    let (status, records) = h.stop();
+    assert!(status.success());
+    let ooms: Vec<&Value> = records.iter().filter(|r| r["type"] == "oom" && r["pid"] == pid).collect();
+    assert_eq!(ooms.len(), 1, "{ooms:?}");
+    assert_eq!(ooms[0]["source"], "v8");
+    let p = process_summary(&records, pid);
+    assert_eq!(p["v8_out_of_memory"], true);
+    assert!(p["finding"].as_str().unwrap().contains("JavaScript heap out of memory"));
+}

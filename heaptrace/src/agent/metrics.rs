@@ -492,9 +492,11 @@ impl Sink for MetricsSink {
                 let series = self.series_labels(a.pid, &a.comm, a.container.as_ref());
                 // The OOM counter starts at 0 so that `increase()` sees the
                 // first kill (a counter born at 1 shows no increase).
-                let oom = Self::with(&series, "source", "kernel");
-                drop(self.f.oom_kills.get_or_create(&oom));
-                self.touch(&oom);
+                for source in ["kernel", "v8"] {
+                    let oom = Self::with(&series, "source", source);
+                    drop(self.f.oom_kills.get_or_create(&oom));
+                    self.touch(&oom);
+                }
                 self.procs.insert(a.pid, Proc { series, last: None });
             }
             Record::Snapshot(s) => self.on_snapshot(s),
@@ -526,7 +528,7 @@ impl Sink for MetricsSink {
                     Some(p) => p.series.clone(),
                     None => self.series_labels(o.pid, &o.comm, o.container.as_ref()),
                 };
-                let labels = Self::with(&series, "source", "kernel");
+                let labels = Self::with(&series, "source", o.source);
                 self.f.oom_kills.get_or_create(&labels).inc();
                 self.touch(&labels);
             }

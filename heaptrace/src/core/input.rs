@@ -196,6 +196,8 @@ pub enum EventKind {
     },
     /// One V8 garbage-collection pause (event time = its start).
     Gc(GcPause),
+    /// V8 ran out of heap and is aborting the process.
+    V8OutOfMemory,
 }
 
 /// A V8 pause as the probes saw it.

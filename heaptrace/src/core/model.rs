@@ -322,6 +322,7 @@ impl Model {
                     ts,
                     pid: p.pid,
                     comm: p.comm.clone(),
+                    source: "kernel",
                     anon_rss_bytes: anon_rss,
                     file_rss_bytes: file_rss,
                     shmem_rss_bytes: shmem_rss,
@@ -329,6 +330,24 @@ impl Model {
                     cgroup_id: p.cgroup_id,
                     container: p.container.clone(),
                 }));
+            }
+            EventKind::V8OutOfMemory => {
+                // Counted once: one fatal-OOM overload may call another.
+                if !p.v8_oom {
+                    p.v8_oom = true;
+                    out.push(Record::Oom(Oom {
+                        ts,
+                        pid: p.pid,
+                        comm: p.comm.clone(),
+                        source: "v8",
+                        anon_rss_bytes: p.status.rss_anon,
+                        file_rss_bytes: p.status.rss_file,
+                        shmem_rss_bytes: p.status.rss_shmem,
+                        vm_bytes: p.status.vm_size,
+                        cgroup_id: p.cgroup_id,
+                        container: p.container.clone(),
+                    }));
+                }
             }
             EventKind::Exit { .. } | EventKind::Exec { .. } | EventKind::Fork { .. } => {}
         }
@@ -591,6 +610,7 @@ fn process_summary(p: &ProcessState, now_ns: u64) -> ProcessSummary {
         origin: p.origin,
         traced_s: p.seconds_traced(now_ns),
         exited: p.exited_ns.is_some(),
+        v8_out_of_memory: p.v8_oom,
         replaced_by_exec: false,
         oom_killed: p.oom_killed,
         rss_start_bytes: base.status.rss(),
@@ -724,6 +744,9 @@ fn finding(s: &ProcessSummary, committed_anon_growth: i64) -> String {
     } else if rss >= noise {
         text += " No matching growth in mappings: pages were touched in memory that was already mapped \
                  (a heap filling space it had reserved).";
+    }
+    if s.v8_out_of_memory {
+        text += " V8 ran out of heap (JavaScript heap out of memory) and aborted it.";
     }
     if s.oom_killed {
         text += " The kernel OOM killer ended it.";

@@ -36,6 +36,8 @@ pub struct ProcessState {
     pub group: String,
     pub origin: super::input::Origin,
     pub heap_limit_bytes: Option<u64>,
+    /// V8 reported running out of heap.
+    pub v8_oom: bool,
 }
 
 pub struct Baseline {
@@ -64,6 +66,7 @@ impl ProcessState {
             group: info.cgroup_path.clone().unwrap_or_default(),
             origin: info.origin,
             heap_limit_bytes: info.heap_limit_bytes,
+            v8_oom: false,
             ns_pid: info.ns_pid,
             pid: info.pid,
             comm: info.comm,
@@ -128,6 +131,7 @@ impl ProcessState {
             group: self.group.clone(),
             origin: super::input::Origin::Fork,
             heap_limit_bytes: self.heap_limit_bytes,
+            v8_oom: false,
         };
         child.baseline.brk_bytes = child.brk_bytes();
         child

@@ -237,6 +237,10 @@ pub struct Oom {
     pub ts: f64,
     pub pid: u32,
     pub comm: String,
+    /// `kernel` (the OOM killer chose it; sizes from the kernel) or `v8`
+    /// (V8 ran out of heap, "JavaScript heap out of memory"; sizes from the
+    /// last sample).
+    pub source: &'static str,
     pub anon_rss_bytes: u64,
     pub file_rss_bytes: u64,
     pub shmem_rss_bytes: u64,
@@ -291,6 +295,8 @@ pub struct ProcessSummary {
     pub origin: crate::core::input::Origin,
     pub traced_s: f64,
     pub exited: bool,
+    /// V8 reported running out of heap ("JavaScript heap out of memory").
+    pub v8_out_of_memory: bool,
     /// It exec'd another program (which, if selected, is listed anew).
     pub replaced_by_exec: bool,
     pub oom_killed: bool,

@@ -79,6 +79,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 marking_start_ns: e.marking_start_ns,
             })
         }
+        kind::V8_OOM => EventKind::V8OutOfMemory,
         other => return Err(DecodeError::UnknownKind(other)),
     };
     Ok(Event { pid: header.pid, tid: header.tid, ts_ns: header.ts_ns, cgroup_id: header.cgroup_id, kind })
@@ -242,6 +243,11 @@ mod tests {
             decode(&bytes(&header(kind::EXEC))),
             Err(DecodeError::Truncated { kind: kind::EXEC, len: 32 })
         );
+    }
+
+    #[test]
+    fn v8_out_of_memory_is_a_bare_header() {
+        assert_eq!(decode(&bytes(&header(kind::V8_OOM))).unwrap().kind, EventKind::V8OutOfMemory);
     }
 
     #[test]

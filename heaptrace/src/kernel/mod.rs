@@ -128,7 +128,7 @@ pub struct GcAttach {
 }
 
 /// Every GC uprobe program in the object (see heaptrace-ebpf/src/gc.rs).
-const GC_PROGRAMS: [&str; 13] = [
+const GC_PROGRAMS: [&str; 14] = [
     "gc_collect_garbage",
     "gc_pause_start_v8ts",
     "gc_pause_start_legacy",
@@ -142,6 +142,7 @@ const GC_PROGRAMS: [&str; 13] = [
     "gc_marking_start_return",
     "gc_prologue_callbacks",
     "gc_epilogue_callbacks",
+    "gc_fatal_oom",
 ];
 
 impl Tracer {
@@ -327,6 +328,7 @@ impl Tracer {
             (F::StartIncrementalMarking, "gc_marking_start_return"),
             (F::CallGCPrologueCallbacks, "gc_prologue_callbacks"),
             (F::CallGCEpilogueCallbacks, "gc_epilogue_callbacks"),
+            (F::FatalProcessOutOfMemory, "gc_fatal_oom"),
         ];
         if !v8_timestamps {
             // Older V8 does not pass the collector to StopObservablePause.

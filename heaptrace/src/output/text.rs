@@ -168,10 +168,15 @@ impl<W: Write> Sink for TextSink<W> {
             )?,
             Record::Oom(k) => writeln!(
                 o,
-                "{} {:>7} {} chosen by the OOM killer: anon rss {}, file rss {}, shmem rss {}, vm {}",
+                "{} {:>7} {} {}: anon rss {}, file rss {}, shmem rss {}, vm {}",
                 clock(k.ts),
                 k.pid,
                 k.comm,
+                if k.source == "v8" {
+                    "ran out of V8 heap (JavaScript heap out of memory)"
+                } else {
+                    "chosen by the kernel's OOM killer"
+                },
                 b(k.anon_rss_bytes),
                 b(k.file_rss_bytes),
                 b(k.shmem_rss_bytes),
