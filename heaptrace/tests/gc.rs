@@ -421,7 +421,7 @@ fn attach_in_the_middle_of_heavy_gc_and_detach_cleanly() {
     assert_eq!(original, in_file);
     let h = Heaptrace::attach(&[pid], &["--duration", "1500ms"]);
     assert_eq!(pause_probe_byte(pid, &b.node).0, 0xcc, "the uprobe's int3 is in place while attached");
-    assert_eq!(loaded_gc_programs(), 13);
+    assert_eq!(loaded_gc_programs(), 14);
     let (status, records) = h.finish();
     assert!(status.success());
     let gcs: Vec<&Value> = records.iter().filter(|r| r["type"] == "gc").collect();
