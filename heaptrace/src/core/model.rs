@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 use super::{
     container::{ContainerRef, parse_cgroup_path},
     gc::{GcKind, GcStats, collector_name, reason_name},
-    input::{CgroupSample, Event, EventKind, Input, MemOp, ProcessInfo, Sample},
+    input::{CgroupSample, Event, EventKind, Input, MemOp, ProcStatus, ProcessInfo, Sample},
     process::{ProcessState, chunk_classes, delta},
     record::{
         Attached, ChunkClassGrowth, ContainerSnapshot, ContainerSummary, Dropped, Exit, Gc, GcSummary,
@@ -318,35 +318,19 @@ impl Model {
             }
             EventKind::OomVictim { anon_rss, file_rss, shmem_rss, total_vm } => {
                 p.oom_killed = true;
-                out.push(Record::Oom(Oom {
-                    ts,
-                    pid: p.pid,
-                    comm: p.comm.clone(),
-                    source: "kernel",
-                    anon_rss_bytes: anon_rss,
-                    file_rss_bytes: file_rss,
-                    shmem_rss_bytes: shmem_rss,
-                    vm_bytes: total_vm,
-                    cgroup_id: p.cgroup_id,
-                    container: p.container.clone(),
-                }));
+                let sizes = ProcStatus {
+                    vm_size: total_vm,
+                    rss_anon: anon_rss,
+                    rss_file: file_rss,
+                    rss_shmem: shmem_rss,
+                };
+                out.push(Record::Oom(oom_record(p, ts, "kernel", sizes)));
             }
             EventKind::V8OutOfMemory => {
                 // Counted once: one fatal-OOM overload may call another.
                 if !p.v8_oom {
                     p.v8_oom = true;
-                    out.push(Record::Oom(Oom {
-                        ts,
-                        pid: p.pid,
-                        comm: p.comm.clone(),
-                        source: "v8",
-                        anon_rss_bytes: p.status.rss_anon,
-                        file_rss_bytes: p.status.rss_file,
-                        shmem_rss_bytes: p.status.rss_shmem,
-                        vm_bytes: p.status.vm_size,
-                        cgroup_id: p.cgroup_id,
-                        container: p.container.clone(),
-                    }));
+                    out.push(Record::Oom(oom_record(p, ts, "v8", p.status)));
                 }
             }
             EventKind::Exit { .. } | EventKind::Exec { .. } | EventKind::Fork { .. } => {}
@@ -470,6 +454,23 @@ impl Model {
             containers,
             processes,
         })
+    }
+}
+
+/// An `oom` record: `sizes` as the kernel reported them at the kill, or,
+/// for V8's own out-of-memory, as last sampled.
+fn oom_record(p: &ProcessState, ts: f64, source: &'static str, sizes: ProcStatus) -> Oom {
+    Oom {
+        ts,
+        pid: p.pid,
+        comm: p.comm.clone(),
+        source,
+        anon_rss_bytes: sizes.rss_anon,
+        file_rss_bytes: sizes.rss_file,
+        shmem_rss_bytes: sizes.rss_shmem,
+        vm_bytes: sizes.vm_size,
+        cgroup_id: p.cgroup_id,
+        container: p.container.clone(),
     }
 }
 
