@@ -237,11 +237,6 @@ impl SymbolCache {
             .is_ok_and(|m| self.by_file.contains_key(&(m.dev(), m.ino())))
     }
 
-    /// Distinct files resolved so far.
-    pub fn files(&self) -> usize {
-        self.by_file.len()
-    }
-
     fn resolve_file(&mut self, path: &Path) -> Result<((u64, u64), Arc<V8Symbols>), SymbolError> {
         let open_err = |source| SymbolError::Open { path: path.to_owned(), source };
         let file = File::open(path).map_err(open_err)?;

@@ -244,11 +244,6 @@ impl Tracer {
         }
     }
 
-    /// Whether the kernel has `pid` in the traced set.
-    pub fn is_traced(&self, pid: u32) -> bool {
-        self.traced.get(&pid, 0).is_ok()
-    }
-
     /// Records whether processes of a cgroup are selected, for the exec
     /// program to apply without asking again.
     pub fn set_cgroup_verdict(&mut self, cgroup_id: u64, selected: bool) -> Result<(), KernelError> {
@@ -279,11 +274,6 @@ impl Tracer {
     /// Whether GC probes shared by all processes of this binary exist.
     pub fn gc_covers(&self, file: (u64, u64)) -> bool {
         self.gc_binaries.contains_key(&file)
-    }
-
-    /// Binaries with shared GC probes.
-    pub fn gc_binaries(&self) -> usize {
-        self.gc_binaries.len()
     }
 
     /// Attaches the V8 GC probes for a process, by file offset: to that
