@@ -1,5 +1,5 @@
 //! Builds the kernel programs (heaptrace-ebpf) for the BPF target and places
-//! the object in OUT_DIR, where `kernel::loader` embeds it.
+//! the object in OUT_DIR, where `kernel::EBPF_OBJECT` embeds it.
 //!
 //! With AYA_BUILD_SKIP=1 (for a quick `cargo check` on a machine without
 //! bpf-linker) an empty stub object is written instead; the loader refuses

@@ -83,7 +83,8 @@ pub mod mem_op {
 /// power of two and a multiple of the page size; `--ring-buffer` overrides
 /// it at load). It holds over 170k memory events: at the worst rate a single
 /// process makes (an mmap storm, ~300k syscalls/s on fast hardware), more
-/// than half a second, against a 20 ms drain interval.
+/// than half a second, against the collector's drain interval (20 ms for
+/// `heaptrace trace`, 100 ms for `heaptrace agent`).
 pub const RING_BUFFER_BYTES: u32 = 16 << 20;
 
 /// Capacity of the traced-process map (`--all` on a big host included).
@@ -185,10 +186,6 @@ pub struct ProcCounters {
     pub calls: [u64; mem_op::COUNT],
     /// Calls that returned an error.
     pub failed_calls: u64,
-    /// Sum of `len` over successful mmaps.
-    pub mmap_bytes: u64,
-    /// Sum of `len` over successful munmaps.
-    pub munmap_bytes: u64,
     /// [`proc_flags`].
     pub flags: u64,
 }
@@ -297,10 +294,10 @@ const _: () = assert!(core::mem::size_of::<GcTotals>() == 48);
 const _: () = assert!(core::mem::size_of::<GcThreadState>() == 96);
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 32);
 const _: () = assert!(core::mem::size_of::<MemEvent>() == 88);
-const _: () = assert!(core::mem::size_of::<ExitEvent>() == 160);
+const _: () = assert!(core::mem::size_of::<ExitEvent>() == 144);
 const _: () = assert!(core::mem::size_of::<LifecycleEvent>() == 56);
 const _: () = assert!(core::mem::size_of::<OomEvent>() == 64);
-const _: () = assert!(core::mem::size_of::<ProcCounters>() == 80);
+const _: () = assert!(core::mem::size_of::<ProcCounters>() == 64);
 const _: () = assert!(core::mem::size_of::<PendingSyscall>() == 48);
 
 /// x86_64 syscall numbers of the calls heaptrace follows.
@@ -325,11 +322,25 @@ pub const fn mem_op_for_x86_64_syscall(nr: u64) -> u32 {
     }
 }
 
+/// `aya::Pod` for every wire type: userspace reads them from maps and from
+/// ring-buffer bytes, and `Pod` is what makes either read sound.
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: every type below is #[repr(C)], Copy, made only of integers and
     // arrays of integers, with all padding made explicit, so any bit pattern
     // is a valid value and there are no uninitialised bytes.
+    unsafe impl aya::Pod for super::EventHeader {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::MemEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ExitEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LifecycleEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::OomEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::GcEvent {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ProcCounters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PendingSyscall {}

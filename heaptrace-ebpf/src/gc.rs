@@ -22,20 +22,24 @@
 //! (`CallGCPrologueCallbacks` to `CallGCEpilogueCallbacks` with GCType
 //! kGCTypeProcessWeakCallbacks). Each major GC also carries its cycle's steps.
 //!
-//! Userspace attaches either the `_v8ts` or the `_legacy` variants per
-//! process, from the functions' mangled signatures.
+//! Which program goes on which V8 function, and on which V8 versions (the
+//! `_v8ts` or the `_legacy` variants, told apart by the functions' mangled
+//! signatures), is one table in userspace: `heaptrace/src/v8/probes.rs`. A
+//! unit test there checks it against the programs in this object.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
 use heaptrace_common::{
-    EventHeader, GC_REASON_UNKNOWN, GC_TYPE_PROCESS_WEAK_CALLBACKS, GcEvent, GcThreadState, GcTotals,
-    gc_flags, kind,
+    GC_REASON_UNKNOWN, GC_TYPE_PROCESS_WEAK_CALLBACKS, GcEvent, GcThreadState, GcTotals, gc_flags, kind,
 };
 
-use crate::maps::{EVENTS, GC_THREADS, GC_TOTALS, QUIET, TRACED, atomic_add, count_drop};
+use crate::{
+    event::{header, header_at, send},
+    maps::{GC_THREADS, GC_TOTALS, QUIET, TRACED, atomic_add},
+};
 
 /// The calling thread's GC state, if its process is traced.
 #[inline(always)]
@@ -150,15 +154,8 @@ fn pause_stop(collector_and_end_us: Option<(u32, u64)>) {
     let (marking_steps, marking_step_ns, marking_start_ns) =
         if major { (s.marking_steps, s.marking_step_ns, s.marking_start_ns) } else { (0, 0, 0) };
     let event = GcEvent {
-        header: EventHeader {
-            kind: kind::GC,
-            pid: (pid_tgid >> 32) as u32,
-            tid: pid_tgid as u32,
-            _pad: 0,
-            ts_ns: s.start_ns,
-            // SAFETY: a plain helper with no arguments.
-            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        },
+        // The record's time is the pause's start.
+        header: header_at(kind::GC, pid_tgid, s.start_ns),
         pause_ns,
         heap_before: s.heap_before,
         heap_after: s.heap_after,
@@ -178,9 +175,7 @@ fn pause_stop(collector_and_end_us: Option<(u32, u64)>) {
     s.start_ns = 0;
     s.reason = GC_REASON_UNKNOWN;
     s.flags = 0;
-    if EVENTS.output(&event, QUIET).is_err() {
-        count_drop();
-    }
+    send(&event, QUIET);
 }
 
 #[uprobe]
@@ -326,18 +321,6 @@ pub fn gc_fatal_oom(_ctx: ProbeContext) -> u32 {
     if TRACED.get_ptr(&((pid_tgid >> 32) as u32)).is_none() {
         return 0;
     }
-    let event = EventHeader {
-        kind: kind::V8_OOM,
-        pid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        _pad: 0,
-        // SAFETY: plain helpers with no arguments.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        // SAFETY: as above.
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-    };
-    if EVENTS.output(&event, 0).is_err() {
-        count_drop();
-    }
+    send(&header(kind::V8_OOM, pid_tgid), 0);
     0
 }

@@ -6,16 +6,19 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid},
     macros::tracepoint,
     programs::TracePointContext,
 };
 use heaptrace_common::{
-    EventHeader, ExitEvent, LifecycleEvent, OomEvent, ProcCounters, cgroup_verdict, kind, lifecycle_flags,
-    proc_flags, select,
+    ExitEvent, LifecycleEvent, OomEvent, ProcCounters, cgroup_verdict, kind, lifecycle_flags, proc_flags,
+    select,
 };
 
-use crate::maps::{CGROUP_VERDICT, COMMS, EVENTS, GC_TOTALS, TRACED, count_drop};
+use crate::{
+    event::{header, send},
+    maps::{CGROUP_VERDICT, COMMS, EVENTS, GC_TOTALS, TRACED, count_drop},
+};
 
 /// Offset of `group_dead` in `sched:sched_process_exit`, read by userspace
 /// from the tracepoint's format file and set at load time. 0 means the field
@@ -51,7 +54,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         count_drop();
         // Still leave the traced set: a stale entry would let a later
         // process with the same pid inherit it.
-        forget(tgid);
+        untrace(tgid);
         return 0;
     };
     // SAFETY: both pointers come from successful lookups in this run; every
@@ -59,13 +62,14 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let (counters, gc) = unsafe { (*counters, GC_TOTALS.get(&tgid).copied().unwrap_or_default()) };
     entry.write(ExitEvent { header: header(kind::EXIT, pid_tgid), counters, gc });
     entry.submit(0);
-    forget(tgid);
+    untrace(tgid);
     0
 }
 
-/// Removes a process from the traced set and its GC totals.
+/// Removes a process from the traced set and its GC totals (userspace's
+/// `Tracer::untrace` does the same for processes it lets go of).
 #[inline(always)]
-fn forget(tgid: u32) {
+fn untrace(tgid: u32) {
     let _ = TRACED.remove(&tgid);
     let _ = GC_TOTALS.remove(&tgid);
 }
@@ -122,7 +126,7 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
         if !follow || matches!(selected(select_bits), Verdict::Yes) {
             flags |= lifecycle_flags::TRACED;
         } else {
-            forget(tgid);
+            untrace(tgid);
         }
     } else {
         if select_bits == 0 {
@@ -190,9 +194,7 @@ fn emit_lifecycle(kind: u32, pid_tgid: u64, pid: u32, parent_pid: u32, flags: u3
     };
     event.header.pid = pid;
     event.header.tid = pid;
-    if EVENTS.output(&event, 0).is_err() {
-        count_drop();
-    }
+    send(&event, 0);
 }
 
 /// `oom:mark_victim` field offsets (from its format file).
@@ -225,22 +227,6 @@ pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
     };
     event.header.pid = victim;
     event.header.tid = victim;
-    if EVENTS.output(&event, 0).is_err() {
-        count_drop();
-    }
+    send(&event, 0);
     0
-}
-
-#[inline(always)]
-fn header(kind: u32, pid_tgid: u64) -> EventHeader {
-    EventHeader {
-        kind,
-        pid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        _pad: 0,
-        // SAFETY: plain helpers with no arguments.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        // SAFETY: as above.
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-    }
 }

@@ -8,6 +8,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod event;
 mod gc;
 mod lifecycle;
 mod maps;

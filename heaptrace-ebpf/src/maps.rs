@@ -51,10 +51,11 @@ pub static GC_THREADS: aya_ebpf::maps::LruHashMap<u32, GcThreadState> =
 pub static GC_TOTALS: HashMap<u32, GcTotals> = HashMap::with_max_entries(MAX_TRACED_PROCESSES, 0);
 
 /// Submit flag for frequent events: no wakeup. The collector drains on a
-/// 20 ms timer, so a wakeup inside the traced process's syscall (or, later,
-/// inside a GC pause) would be wasted work there. The default 16 MiB buffer
-/// holds over 170k events, far more than any process makes in 20 ms; rare
-/// events (exits, OOM) are submitted with the default wakeup.
+/// timer (every 20 ms for `heaptrace trace`, 100 ms for `heaptrace agent`),
+/// so a wakeup inside the traced process's syscall, or inside a GC pause,
+/// would be wasted work there. The default 16 MiB buffer holds over 170k
+/// events, far more than any process makes between drains; rare events
+/// (exec, fork, exits, OOM) are submitted with the default wakeup.
 pub const QUIET: u64 = 1; // BPF_RB_NO_WAKEUP
 
 /// Counts one event lost to a full ring buffer.

@@ -19,15 +19,16 @@
 //! userspace keeps (a munmap or mprotect range can cover several mappings).
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::bpf_get_current_pid_tgid,
     macros::{btf_tracepoint, raw_tracepoint, tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
-use heaptrace_common::{
-    EventHeader, MemEvent, PendingSyscall, ProcCounters, kind, mem_op, mem_op_for_x86_64_syscall,
-};
+use heaptrace_common::{MemEvent, PendingSyscall, ProcCounters, kind, mem_op, mem_op_for_x86_64_syscall};
 
-use crate::maps::{EVENTS, PENDING, QUIET, TRACED, atomic_add, count_drop};
+use crate::{
+    event::header,
+    maps::{EVENTS, PENDING, QUIET, TRACED, atomic_add, count_drop},
+};
 
 /// Largest value the kernel returns as `-errno` from a syscall.
 const MAX_ERRNO: u64 = 4095;
@@ -151,32 +152,13 @@ fn record(counters: *mut ProcCounters, pid_tgid: u64, op: u32, args: [u64; 5], r
         if (op as usize) < mem_op::COUNT {
             atomic_add(&raw mut (*counters).calls[op as usize], 1);
         }
-        if op == mem_op::MMAP {
-            atomic_add(&raw mut (*counters).mmap_bytes, args[1]);
-        } else if op == mem_op::MUNMAP {
-            atomic_add(&raw mut (*counters).munmap_bytes, args[1]);
-        }
     }
 
     let Some(mut entry) = EVENTS.reserve::<MemEvent>(0) else {
         count_drop();
         return;
     };
-    entry.write(MemEvent {
-        header: EventHeader {
-            kind: kind::MEM,
-            pid: (pid_tgid >> 32) as u32,
-            tid: pid_tgid as u32,
-            _pad: 0,
-            // SAFETY: plain helpers with no arguments.
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-            // SAFETY: as above.
-            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        },
-        op,
-        _pad: 0,
-        args,
-        ret,
-    });
+    // Reserved and written in place (no copy): this is the hot path.
+    entry.write(MemEvent { header: header(kind::MEM, pid_tgid), op, _pad: 0, args, ret });
     entry.submit(QUIET);
 }

@@ -1,17 +1,20 @@
 //! heaptrace: finds out, live and without restarts, why a process's memory
 //! grows. See docs/architecture.md for how the pieces fit.
 //!
-//! Data flows one way: `kernel` and `target` (edges: BPF, /proc) produce
-//! [`core::Input`]s; the pure [`core::Model`] turns them into
-//! [`core::Record`]s; an [`output::Sink`] writes them.
+//! Data flows one way: `kernel` (BPF) and `host` (/proc) are the edges; the
+//! `collect` loop turns what they report into [`core::Input`]s, with its
+//! decisions in the pure `collect::lifecycle`; the pure [`core::Model`]
+//! turns inputs into [`core::Record`]s; an [`output::Sink`] writes them.
+//! Everything about V8 (finding it, probing it, holding a new process) is
+//! in `v8`.
 
 pub mod agent;
 pub mod cli;
 pub mod clock;
+pub mod collect;
 pub mod core;
+pub mod host;
 pub mod kernel;
 pub mod output;
-pub mod run;
-pub mod symbols;
-pub mod target;
 pub mod units;
+pub mod v8;

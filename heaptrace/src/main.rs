@@ -1,69 +1,60 @@
-use std::{io, process::ExitCode};
+use std::{future::Future, io, process::ExitCode};
 
-use clap::Parser;
 use heaptrace::{
-    agent::AgentCli,
-    cli::{Cli, Config, OutputFormat},
+    cli::{self, Command, Config, OutputFormat},
+    collect::{self, Stop},
     output::{JsonSink, Sink, TextSink},
-    run::run,
 };
 
 fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("agent") {
-        return agent_main();
-    }
-    let config = match Config::from_cli(Cli::parse()) {
-        Ok(config) => config,
-        Err(message) => {
-            eprintln!("heaptrace: error: {message}");
-            return ExitCode::from(2);
+    match cli::parse().into_command() {
+        Command::Trace(args) => {
+            let config = match Config::trace(args) {
+                Ok(config) => config,
+                Err(message) => return usage_error("heaptrace", &message),
+            };
+            run_to_end("heaptrace", async move {
+                let stdout = io::stdout().lock();
+                let mut sink: Box<dyn Sink> = match config.output {
+                    OutputFormat::Text => Box::new(TextSink::new(stdout)),
+                    OutputFormat::Json => Box::new(JsonSink::new(stdout)),
+                };
+                collect::run(config, sink.as_mut()).await
+            })
         }
-    };
-    // One thread: the collector is a single task, and on a small host every
-    // core it leaves alone is one the traced workload keeps.
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("heaptrace: error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let stdout = io::stdout().lock();
-    let mut sink: Box<dyn Sink> = match config.output {
-        OutputFormat::Text => Box::new(TextSink::new(stdout)),
-        OutputFormat::Json => Box::new(JsonSink::new(stdout)),
-    };
-    match runtime.block_on(run(config, sink.as_mut())) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("heaptrace: error: {e:#}");
-            ExitCode::FAILURE
+        Command::Agent(args) => {
+            let config = match Config::agent(&args) {
+                Ok(config) => config,
+                Err(message) => return usage_error("heaptrace agent", &message),
+            };
+            run_to_end("heaptrace agent", heaptrace::agent::run(args, config))
         }
     }
 }
 
-/// `heaptrace agent ...`: its own flags (each with an environment variable).
-fn agent_main() -> ExitCode {
-    let cli = AgentCli::parse_from(std::env::args().skip(1));
-    let config = match cli.config() {
-        Ok(config) => config,
-        Err(message) => {
-            eprintln!("heaptrace agent: error: {message}");
-            return ExitCode::from(2);
-        }
-    };
+/// Flags that parse but do not fit together: exit 2, like clap's own errors.
+fn usage_error(program: &str, message: &str) -> ExitCode {
+    eprintln!("{program}: error: {message}");
+    ExitCode::from(2)
+}
+
+/// Runs a task to its end on the one runtime every subcommand uses: one
+/// thread (the collector is a single task, and on a small host every core
+/// it leaves alone is one the traced workload keeps), with a `LocalSet`
+/// for tasks that share the collector's state (the agent's HTTP handlers).
+fn run_to_end(program: &str, task: impl Future<Output = anyhow::Result<Stop>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("heaptrace agent: error: cannot start the runtime: {e}");
+            eprintln!("{program}: error: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     let local = tokio::task::LocalSet::new();
-    match runtime.block_on(local.run_until(heaptrace::agent::run(cli, config))) {
+    match runtime.block_on(local.run_until(task)) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("heaptrace agent: error: {e:#}");
+            eprintln!("{program}: error: {e:#}");
             ExitCode::FAILURE
         }
     }

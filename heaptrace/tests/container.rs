@@ -126,6 +126,14 @@ fn container_node<'a>(records: &'a [Value], id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no attach record for node in container {id}"))
 }
 
+/// Waits for the exit record of the container's node: everything before it
+/// (its GCs) has been drained.
+fn wait_for_exit(h: &mut Heaptrace, id: &str) {
+    h.next_matching("exit of the container's node", |r| {
+        r["type"] == "exit" && r["container_id"] == id && r["comm"] == "node"
+    });
+}
+
 fn check(records: &[Value], id: &str, trace_gc: usize) {
     let node = container_node(records, id);
     let pid = node["pid"].as_u64().unwrap() as u32;
@@ -139,7 +147,7 @@ fn check(records: &[Value], id: &str, trace_gc: usize) {
     // this hybrid host, v2 elsewhere).
     let group = records
         .iter()
-        .rfind(|r| r["type"] == "container" && r["container_id"] == id && !r["memory_limit_bytes"].is_null())
+        .rfind(|r| r["type"] == "group" && r["container_id"] == id && !r["memory_limit_bytes"].is_null())
         .expect("a container record with the cgroup's memory figures");
     assert_eq!(int(group, "memory_limit_bytes"), LIMIT);
     let usage = int(group, "memory_usage_bytes");
@@ -161,7 +169,7 @@ fn a_podman_container_is_found_by_id_and_host_wide() {
     let start = h.next_matching("start record", |v| v["type"] == "start");
     assert_eq!(int(&start, "processes"), 1, "only the container's node is selected");
     let trace_gc = c.run_to_end();
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for_exit(&mut h, &id);
     let (status, records) = h.stop();
     assert!(status.success());
     check(&records, &id, trace_gc);
@@ -172,7 +180,7 @@ fn a_podman_container_is_found_by_id_and_host_wide() {
     let c = Container::start(&rootfs);
     let id = c.id.clone();
     let trace_gc = c.run_to_end();
-    std::thread::sleep(Duration::from_millis(700));
+    wait_for_exit(&mut h, &id);
     let (status, records) = h.stop();
     assert!(status.success());
     assert_eq!(container_node(&records, &id)["origin"], "exec");

@@ -59,12 +59,21 @@ fn curl(url: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Runs the static agent as in its image with these capabilities, starts a
-/// node process on the host, and returns (the agent's /metrics, the GC
-/// count `--trace-gc` printed).
-fn run_image(caps: &str) -> (String, usize) {
-    let binary = repo_root().join("target/static/heaptrace");
-    assert!(binary.exists(), "{} is missing: run scripts/build-static.sh", binary.display());
+/// The image's binary, rebuilt if the sources changed since (cargo's own
+/// check; a no-op when it is current).
+fn static_binary() -> PathBuf {
+    let status = Command::new("bash").arg(repo_root().join("scripts/build-static.sh")).status().unwrap();
+    assert!(status.success(), "scripts/build-static.sh failed");
+    repo_root().join("target/static/heaptrace")
+}
+
+/// Runs the static agent as in its image with these capabilities, selecting
+/// a node of this test's own (a uniquely named link), starts that node on
+/// the host, and returns (the agent's /metrics once `done` holds for them,
+/// the GC count `--trace-gc` printed).
+fn run_image(caps: &str, done: impl Fn(&str, usize) -> bool) -> (String, usize) {
+    let binary = static_binary();
+    let (node, comm) = unique_node("22.23.3", "img");
     // The image: the binary alone (and the empty mount points podman needs).
     let rootfs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("agent-image");
     let _ = std::fs::remove_dir_all(&rootfs);
@@ -84,6 +93,7 @@ fn run_image(caps: &str) -> (String, usize) {
         .args(["-v", "/sys/kernel/tracing:/sys/kernel/tracing:ro"])
         .args(["-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro"])
         .args(["-e", "HEAPTRACE_NODE_NAME=test-node", "-e", "HEAPTRACE_INTERVAL=500ms"])
+        .args(["-e", &format!("HEAPTRACE_COMM={comm}")])
         .arg("--rootfs")
         .arg(&rootfs)
         .args(["/heaptrace", "agent", "--listen", &listen])
@@ -99,15 +109,16 @@ fn run_image(caps: &str) -> (String, usize) {
         sleep(Duration::from_millis(200));
     }
     // A node process on the host, started after the agent.
-    let out = Command::new(node_bin("22.23.3"))
+    let out = Command::new(&node)
         .args(["--trace-gc", repo_root().join("workloads/gc-startup.js").to_str().unwrap()])
         .output()
         .unwrap();
     let want = trace_gc_count(&String::from_utf8_lossy(&out.stdout));
     let metrics_url = format!("http://{listen}/metrics");
-    // Its exit, then one more interval.
-    sleep(Duration::from_millis(1500));
-    let metrics = curl(&metrics_url);
+    let metrics = poll("the agent's figures for the node process", WAIT, || {
+        let metrics = curl(&metrics_url);
+        done(&metrics, want).then_some(metrics)
+    });
     let stop = Command::new("podman").args(["stop", "-t", "5", &name]).output().unwrap();
     let status = agent.wait().unwrap();
     let _ = std::fs::remove_dir_all(&rootfs);
@@ -135,7 +146,8 @@ fn value(metrics: &str, name: &str) -> f64 {
 fn the_static_agent_runs_as_in_its_image_with_least_privilege() {
     require_root();
     // The DaemonSet's capabilities: every GC of a node started later.
-    let (metrics, want) = run_image("BPF,PERFMON,SYS_ADMIN,SYS_PTRACE,SYS_RESOURCE");
+    let (metrics, want) =
+        run_image("BPF,PERFMON,SYS_ADMIN,SYS_PTRACE,SYS_RESOURCE", |m, want| gc_count(m) >= want as f64);
     assert!(want >= 3);
     assert_eq!(gc_count(&metrics), want as f64, "GCs seen from the container against --trace-gc:\n{metrics}");
     assert!(metrics.contains("node=\"test-node\""), "HEAPTRACE_NODE_NAME is the node label");
@@ -143,7 +155,9 @@ fn the_static_agent_runs_as_in_its_image_with_least_privilege() {
 
     // Why SYS_ADMIN is on the list: without it the uprobes are refused
     // (memory tracing still works, and the failure is counted).
-    let (metrics, _) = run_image("BPF,PERFMON,SYS_PTRACE,SYS_RESOURCE");
+    let (metrics, _) = run_image("BPF,PERFMON,SYS_PTRACE,SYS_RESOURCE", |m, _| {
+        value(m, "heaptrace_probe_attach_failures_total ") >= 1.0 && m.contains("heaptrace_events_total ")
+    });
     assert_eq!(gc_count(&metrics), 0.0);
     assert!(value(&metrics, "heaptrace_probe_attach_failures_total ") >= 1.0, "{metrics}");
     assert!(metrics.contains("heaptrace_events_total "));

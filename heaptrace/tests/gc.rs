@@ -49,12 +49,6 @@ impl NodeBuild {
     }
 }
 
-fn node_cache() -> PathBuf {
-    std::env::var_os("HEAPTRACE_NODE_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/heaptrace/node")
-    })
-}
-
 fn build(name: &'static str) -> NodeBuild {
     let cache = node_cache();
     let b = if name == "debian-18" {
@@ -366,12 +360,6 @@ fn worker_threads_gc_on_their_own_threads() {
     assert!(threads >= 3, "GCs on {threads} threads");
 }
 
-/// heaptrace's GC programs loaded in the kernel (bpftool).
-fn loaded_gc_programs() -> usize {
-    let progs = Command::new("bpftool").args(["prog", "show"]).output().expect("bpftool (scripts/setup.sh)");
-    String::from_utf8_lossy(&progs.stdout).lines().filter(|l| l.contains("name gc_")).count()
-}
-
 /// The first byte of `GCTracer::StartObservablePause` in the running
 /// process: an attached uprobe has replaced it with int3 (0xcc), and a
 /// detached one has put the original back. Also returns the file's byte.
@@ -379,8 +367,8 @@ fn pause_probe_byte(pid: u32, binary: &std::path::Path) -> (u8, u8) {
     use std::{io::Read, os::unix::fs::FileExt};
     let mut data = Vec::new();
     std::fs::File::open(binary).unwrap().read_to_end(&mut data).unwrap();
-    let syms = heaptrace::symbols::resolve(&data).unwrap();
-    let offset = syms.offsets(heaptrace::symbols::V8Function::StartObservablePause)[0];
+    let binary = heaptrace::v8::binary::resolve(&data).unwrap();
+    let offset = binary.offsets(heaptrace::v8::probes::V8Function::StartObservablePause)[0];
     let maps = procfs::process::Process::new(pid as i32).unwrap().maps().unwrap();
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     let m = maps
@@ -400,7 +388,6 @@ fn pause_probe_byte(pid: u32, binary: &std::path::Path) -> (u8, u8) {
 #[test]
 fn attach_in_the_middle_of_heavy_gc_and_detach_cleanly() {
     require_root();
-    assert_eq!(loaded_gc_programs(), 0, "GC programs loaded before the test");
     let b = build("24.21.0");
     let script = repo_root().join("workloads/gc-heavy.js");
     let mut node = b
@@ -421,7 +408,11 @@ fn attach_in_the_middle_of_heavy_gc_and_detach_cleanly() {
     assert_eq!(original, in_file);
     let h = Heaptrace::attach(&[pid], &["--duration", "1500ms"]);
     assert_eq!(pause_probe_byte(pid, &b.node).0, 0xcc, "the uprobe's int3 is in place while attached");
-    assert_eq!(loaded_gc_programs(), 14);
+    // heaptrace's own programs (by the fds it holds, not by name: other BPF
+    // users of the host do not count): every V8 probe program of the table.
+    let ours = bpf_programs_of(h.pid());
+    let gc = ours.iter().filter(|(_, name)| name.starts_with("gc_")).count();
+    assert_eq!(gc, heaptrace::v8::probes::programs().len(), "{ours:?}");
     let (status, records) = h.finish();
     assert!(status.success());
     let gcs: Vec<&Value> = records.iter().filter(|r| r["type"] == "gc").collect();
@@ -430,7 +421,7 @@ fn attach_in_the_middle_of_heavy_gc_and_detach_cleanly() {
 
     // Nothing stays attached, and node finishes its run unharmed.
     assert_eq!(pause_probe_byte(pid, &b.node).0, original, "the original instruction is back");
-    assert_eq!(loaded_gc_programs(), 0, "programs left behind after heaptrace exited");
+    assert_eq!(still_loaded_after_release(&ours), vec![], "programs left behind after heaptrace exited");
     let mut done = false;
     while let Ok(line) = out.recv_timeout(WAIT) {
         done |= line == "DONE";
@@ -449,7 +440,9 @@ fn a_stripped_node_is_named_with_its_build_id_and_traced_for_memory_only() {
     assert!(strip.success());
     let mut node =
         Command::new(&stripped).args(["-e", "setInterval(() => Buffer.alloc(1 << 20), 50)"]).spawn().unwrap();
-    thread::sleep(std::time::Duration::from_millis(500));
+    // Once it runs the stripped binary (not yet the test's own, forked).
+    let exe = format!("/proc/{}/exe", node.id());
+    poll("node exec'd", WAIT, || (std::fs::read_link(&exe).ok()? == stripped).then_some(()));
     let out = Command::new(heaptrace_bin())
         .args(["--pid", &node.id().to_string(), "--duration", "1s", "--interval", "200ms", "-o", "json"])
         .output()

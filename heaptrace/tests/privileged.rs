@@ -7,7 +7,6 @@ mod support;
 use std::{
     os::unix::process::CommandExt,
     process::{Command, Stdio},
-    time::Duration,
 };
 
 use serde_json::Value;
@@ -187,12 +186,13 @@ fn a_thread_id_is_not_taken_for_a_process() {
     require_root();
     // node has helper threads; any of their tids is not a process.
     let mut node = Command::new("node").args(["-e", "setTimeout(() => {}, 20000)"]).spawn().expect("node");
-    std::thread::sleep(Duration::from_millis(500));
-    let tid = std::fs::read_dir(format!("/proc/{}/task", node.id()))
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|&t| t != node.id())
-        .expect("node has threads");
+    let pid = node.id();
+    let tid = poll("a thread of node", WAIT, || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .find(|&t| t != pid)
+    });
     let out = Command::new(heaptrace_bin()).args(["--pid", &tid.to_string()]).output().unwrap();
     let _ = node.kill();
     let _ = node.wait();
@@ -280,10 +280,14 @@ fn a_leaking_node_process_shows_growth() {
     let mut node = Command::new("node")
         .arg(&script)
         .args(["30", "40"])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .expect("node is needed (scripts/setup.sh installs it)");
-    std::thread::sleep(Duration::from_millis(500));
+    // Attach once it serves (its first line), not while node boots.
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(node.stdout.as_mut().unwrap()), &mut first)
+        .unwrap();
+    assert!(first.starts_with("leak.js pid"), "{first}");
     let pid = node.id();
     let h = Heaptrace::start(&["--pid", &pid.to_string(), "--interval", "500ms", "--duration", "6s"]);
     let (status, records) = h.finish();
@@ -312,21 +316,16 @@ fn a_process_in_a_kubernetes_shaped_cgroup_is_labelled_with_its_pod_and_containe
     require_root();
     // A real cgroup in the v2 hierarchy, named as the kubelet + containerd
     // name a burstable pod's container.
-    let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-        .into_iter()
-        .find(|r| {
-            std::path::Path::new(r).join("cgroup.procs").exists()
-                && std::path::Path::new(r).join("cgroup.controllers").exists()
-        })
-        .expect("a cgroup v2 hierarchy");
     let uid = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
     let id = "a3f5c8e1d2b4f6a8c0e2d4f6b8a0c2e4f6a8b0c2d4e6f8a0b2c4d6e8f0a2c4e6";
     let pod = format!(
         "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice",
         uid.replace('-', "_")
     );
-    let dir = std::path::Path::new(root).join(&pod).join(format!("cri-containerd-{id}.scope"));
-    std::fs::create_dir_all(&dir).expect("create the cgroup");
+    // Removed when the test ends, even if it fails (after the workload:
+    // locals drop in reverse order).
+    let mut cgroups = CgroupGuard::new();
+    let dir = cgroups.make(&cgroup_v2_root().join(&pod).join(format!("cri-containerd-{id}.scope")));
     let mut w = Workload::memwork();
     std::fs::write(dir.join("cgroup.procs"), w.pid().to_string()).expect("move the workload in");
     use std::os::unix::fs::MetadataExt;
@@ -337,14 +336,7 @@ fn a_process_in_a_kubernetes_shaped_cgroup_is_labelled_with_its_pod_and_containe
     let s = h.fresh_snapshot(w.pid());
     let (status, records) = h.stop();
     drop(w);
-    // Leave no cgroups behind (the workload is gone, so they are empty).
-    std::thread::sleep(Duration::from_millis(200));
-    for d in [dir.clone(), std::path::Path::new(root).join(&pod)] {
-        let _ = std::fs::remove_dir(&d);
-    }
-    let _ = std::fs::remove_dir(std::path::Path::new(root).join("kubepods.slice/kubepods-burstable.slice"));
-    let _ = std::fs::remove_dir(std::path::Path::new(root).join("kubepods.slice"));
-
+    drop(cgroups);
     assert!(status.success());
     assert_eq!(s["runtime"], "containerd");
     assert_eq!(s["container_id"], id);

@@ -9,7 +9,6 @@ use std::{
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::Duration,
 };
 
 use serde_json::Value;
@@ -51,12 +50,12 @@ fn run_node(node: &Path, script: &str, pre: Option<PathBuf>) -> (u32, String) {
 #[test]
 fn node_started_later_is_picked_up_with_every_gc_from_its_first() {
     require_root();
-    let mut h = start_selection(&["--comm", "node", "--interval", "200ms"]);
+    let (node, comm) = unique_node("22.23.3", "late");
+    let mut h = start_selection(&["--comm", &comm, "--interval", "200ms"]);
     // The first process of a binary heaptrace has not seen is held at exec
     // while its symbols are read; the second finds the binary's probes in
     // place. Both must be seen from their first GC, which comes within
     // ~30 ms of exec.
-    let node = node_bin("22.23.3");
     let mut runs = Vec::new();
     for _ in 0..2 {
         let (pid, out) = run_node(&node, "gc-startup.js", None);
@@ -78,20 +77,19 @@ fn node_started_later_is_picked_up_with_every_gc_from_its_first() {
     }
     let start = &of_type(&records, "start")[0];
     assert_eq!(start["follows_new_processes"], true);
-    assert_eq!(start["selection"], "--comm node");
+    assert_eq!(start["selection"], format!("--comm {comm}"));
 }
 
 #[test]
 fn forked_children_are_followed_and_churn_leaves_bounded_state() {
     require_root();
     let mut w = Workload::spawn(&workload_bin("churn"), &[]);
-    let h = start_selection(&["--comm", "churn", "--interval", "100ms"]);
+    let mut h = start_selection(&["--comm", "churn", "--interval", "100ms"]);
     assert_eq!(int(&h.seen[0], "processes"), 1, "the churn parent is found by the /proc scan");
     const CHILDREN: usize = 200;
     w.send(&format!("go {CHILDREN}"));
     w.expect_line("done");
-    // Every exit is in the buffer by now; one more interval drains it.
-    std::thread::sleep(Duration::from_millis(300));
+    h.wait_for_count("child exits", CHILDREN, |r| r["type"] == "exit");
     let (status, records) = h.stop();
     assert!(status.success());
     let parent = w.pid();
@@ -121,63 +119,24 @@ fn forked_children_are_followed_and_churn_leaves_bounded_state() {
     drop(w);
 }
 
-/// A cgroup tree in the v2 hierarchy for one test, removed on drop.
-struct CgroupTree {
-    root: PathBuf,
-    dirs: Vec<PathBuf>,
-}
-
-impl CgroupTree {
-    fn new(top: &str) -> Self {
-        let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|r| r.join("cgroup.procs").exists() && r.join("cgroup.controllers").exists())
-            .expect("a cgroup v2 hierarchy");
-        let mut t = Self { root, dirs: Vec::new() };
-        t.make(top);
-        t
-    }
-
-    fn make(&mut self, rel: &str) -> PathBuf {
-        let dir = self.root.join(rel);
-        std::fs::create_dir_all(&dir).expect("create cgroup");
-        self.dirs.push(dir.clone());
-        dir
-    }
-}
-
-impl Drop for CgroupTree {
-    fn drop(&mut self) {
-        std::thread::sleep(Duration::from_millis(100));
-        // Deepest first.
-        self.dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for d in &self.dirs {
-            let _ = std::fs::remove_dir(d);
-        }
-    }
-}
-
 #[test]
 fn a_cgroup_selection_attributes_gcs_to_each_pods_container() {
     require_root();
     let top = format!("heaptrace-test-{}", std::process::id());
-    let mut tree = CgroupTree::new(&top);
+    let root = cgroup_v2_root();
+    let mut tree = CgroupGuard::new();
+    tree.make(&root.join(&top));
     let pods = [
         ("0f4a8c2e-1b3d-4e5f-8a9b-0c1d2e3f4a5b", "c1".repeat(32), "burstable"),
         ("1f4a8c2e-1b3d-4e5f-8a9b-0c1d2e3f4a5b", "d2".repeat(32), "besteffort"),
     ];
     let dirs: Vec<PathBuf> = pods
         .iter()
-        .map(|(uid, id, qos)| {
-            tree.make(&format!("{top}/kubepods/{qos}"));
-            tree.make(&format!("{top}/kubepods/{qos}/pod{uid}"));
-            tree.make(&format!("{top}/kubepods/{qos}/pod{uid}/{id}"))
-        })
+        .map(|(uid, id, qos)| tree.make(&root.join(format!("{top}/kubepods/{qos}/pod{uid}/{id}"))))
         .collect();
-    let outside = tree.make(&format!("{top}-outside"));
+    let outside = tree.make(&root.join(format!("{top}-outside")));
 
-    let h = start_selection(&["--cgroup", &format!("/{top}"), "--interval", "200ms"]);
+    let mut h = start_selection(&["--cgroup", &format!("/{top}"), "--interval", "200ms"]);
     let node = node_bin("22.23.3");
     let mut expected = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
@@ -188,8 +147,7 @@ fn a_cgroup_selection_attributes_gcs_to_each_pods_container() {
         }
     }
     let (stray, _) = run_node(&node, "gc-startup.js", Some(outside.clone()));
-    // Let the last exits drain.
-    std::thread::sleep(Duration::from_millis(400));
+    h.wait_for_count("exits of the selected processes", expected.len(), |r| r["type"] == "exit");
     let (status, records) = h.stop();
     drop(tree);
     assert!(status.success());
@@ -198,12 +156,12 @@ fn a_cgroup_selection_attributes_gcs_to_each_pods_container() {
     let summary = summary_of(&records);
     for (i, (uid, id, qos)) in pods.iter().enumerate() {
         let want: usize = expected.iter().filter(|(p, ..)| *p == i).map(|(.., n)| n).sum();
-        let group = summary["containers"]
+        let group = summary["groups"]
             .as_array()
             .unwrap()
             .iter()
             .find(|c| c["container_id"] == *id)
-            .unwrap_or_else(|| panic!("no group for container {id}: {}", summary["containers"]));
+            .unwrap_or_else(|| panic!("no group for container {id}: {}", summary["groups"]));
         assert_eq!(group["pod_uid"], *uid);
         assert_eq!(group["qos"], *qos);
         assert_eq!(int(group, "gc_count"), want as i64, "GCs of pod {i} against --trace-gc");
@@ -221,9 +179,10 @@ fn a_cgroup_selection_attributes_gcs_to_each_pods_container() {
 #[test]
 fn javascript_heap_out_of_memory_is_reported_once() {
     require_root();
-    let mut h = start_selection(&["--comm", "node", "--interval", "200ms"]);
+    let (node, comm) = unique_node("22.23.3", "oom");
+    let mut h = start_selection(&["--comm", &comm, "--interval", "200ms"]);
     // A 16 MiB old space and a tight leak: V8 aborts within a second or two.
-    let out = Command::new(node_bin("22.23.3"))
+    let out = Command::new(&node)
         .args([
             "--max-old-space-size=16",
             "-e",

@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail, ensure};
@@ -180,12 +180,24 @@ fn start_tracer(setup: Setup, pid: &str, heaptrace: &Path) -> Result<Option<Chil
     })
 }
 
+/// Stops a tracer with SIGINT (so that it detaches and prints its end),
+/// again if it has not gone after 5 s: bpftrace 0.17 can miss a SIGINT that
+/// comes right after it attached, and would then run forever.
 fn stop_tracer(tracer: Option<Child>) {
-    if let Some(mut t) = tracer {
+    let Some(mut t) = tracer else { return };
+    for _ in 0..3 {
         // SAFETY: kill() on our own child's pid.
         unsafe { libc::kill(t.id() as i32, libc::SIGINT) };
-        let _ = t.wait();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = t.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
+    let _ = t.kill();
+    let _ = t.wait();
 }
 
 /// A process that is *not* traced, making non-memory syscalls while the
@@ -202,14 +214,14 @@ fn neighbour_once(setup: Setup, syscalls: &Path, heaptrace: &Path, traced: &Chil
 }
 
 /// The storm workload, waiting for "go".
-struct Storm {
+pub(crate) struct Storm {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
 }
 
 impl Storm {
-    fn start(bin: &Path, iterations: u64) -> Result<Self> {
+    pub(crate) fn start(bin: &Path, iterations: u64) -> Result<Self> {
         let mut child = Command::new(bin)
             .arg(iterations.to_string())
             .stdin(Stdio::piped())
@@ -223,7 +235,7 @@ impl Storm {
         Ok(Self { child, stdin, stdout })
     }
 
-    fn go(&mut self) -> Result<f64> {
+    pub(crate) fn go(&mut self) -> Result<f64> {
         writeln!(self.stdin, "go")?;
         self.stdin.flush()?;
         let mut line = String::new();
@@ -234,7 +246,7 @@ impl Storm {
             .with_context(|| format!("storm said {line:?}"))
     }
 
-    fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         let _ = writeln!(self.stdin, "exit");
         let _ = self.child.wait();
     }
@@ -333,8 +345,7 @@ fn report(
     rounds: usize,
     iterations: u64,
 ) -> String {
-    let ns_of = |runs: &[Run]| runs.iter().map(|r| r.ns_per_iter).collect::<Vec<_>>();
-    let untraced = median(&ns_of(&results[0]));
+    let untraced = median(&ns_per_iter(&results[0]));
     let mut s = String::new();
     let _ = writeln!(s, "# mmap storm: tracing overhead\n");
     let _ = writeln!(
@@ -346,6 +357,19 @@ fn report(
         kernel_release(),
         thread::available_parallelism().map_or(0, |n| n.get()),
     );
+    end_to_end_section(&mut s, results, rounds, untraced);
+    kernel_section(&mut s, kernel_costs, iterations, untraced);
+    neighbour_section(&mut s, neighbour, rounds);
+    s
+}
+
+fn ns_per_iter(runs: &[Run]) -> Vec<f64> {
+    runs.iter().map(|r| r.ns_per_iter).collect()
+}
+
+/// Storm time per iteration for every setup, with the collector's own CPU
+/// and RSS: the whole cost, but as noisy as the host.
+fn end_to_end_section(s: &mut String, results: &[Vec<Run>], rounds: usize, untraced: f64) {
     let _ = writeln!(s, "## End to end: storm time per iteration\n");
     let _ = writeln!(
         s,
@@ -360,7 +384,7 @@ fn report(
     );
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
     for (setup, runs) in SETUPS.iter().zip(results) {
-        let ns = ns_of(runs);
+        let ns = ns_per_iter(runs);
         let med = median(&ns);
         let cpu = runs.iter().filter_map(|r| r.collector_cpu_s).collect::<Vec<_>>();
         let rss = runs.iter().filter_map(|r| r.collector_peak_rss).max();
@@ -376,6 +400,11 @@ fn report(
             rss.map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
         );
     }
+}
+
+/// The tracers' BPF programs timed by the kernel: their own cost, free of
+/// the end-to-end noise.
+fn kernel_section(s: &mut String, kernel_costs: &[(Setup, u64, u64)], iterations: u64, untraced: f64) {
     let _ = writeln!(s, "\n## In the kernel: the tracer's BPF programs, per storm iteration\n");
     let _ = writeln!(
         s,
@@ -399,6 +428,10 @@ fn report(
             per_iter / untraced * 100.0,
         );
     }
+}
+
+/// What a syscall hook costs the processes the tracer does not trace.
+fn neighbour_section(s: &mut String, neighbour: &[Vec<f64>], rounds: usize) {
     let _ = writeln!(s, "\n## The rest of the host: an untraced neighbour's syscalls\n");
     let _ = writeln!(
         s,
@@ -421,7 +454,6 @@ fn report(
             med / base,
         );
     }
-    s
 }
 
 pub(crate) fn build_heaptrace(root: &Path) -> Result<PathBuf> {

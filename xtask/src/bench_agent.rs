@@ -91,37 +91,60 @@ pub fn agent(seconds: u64, node: &Path, out: &Path) -> Result<()> {
     let storm = build_c(&root, "storm")?;
     let window = Duration::from_secs(seconds);
 
-    // Idle: the default agent (node processes), nothing running.
-    let a = Agent::start(&heaptrace, &[])?;
-    let idle_cpu = a.cpu_during(|| {
+    let idle = measure_idle(&heaptrace, window)?;
+    let busy = measure_busy(&heaptrace, &storm, node, &root, window)?;
+    let scrape = measure_scrape(&heaptrace)?;
+    write_report(&report(seconds, &idle, &busy, &scrape), out)
+}
+
+/// The default agent on a host where nothing it traces runs.
+struct Idle {
+    /// Share of one core.
+    cpu: f64,
+    rss: u64,
+}
+
+/// The default agent while node processes and the mmap storm run.
+struct Busy {
+    /// Share of one core.
+    cpu: f64,
+    peak_rss: u64,
+    /// heaptrace_events_total at the end of the window.
+    events: f64,
+}
+
+/// `GET /metrics` on an agent exporting about 1,000 series.
+struct Scrape {
+    series: usize,
+    /// Time to serve each request, ms.
+    ms: Vec<f64>,
+    rss: u64,
+}
+
+/// Idle: the default agent (node processes), nothing running.
+fn measure_idle(heaptrace: &Path, window: Duration) -> Result<Idle> {
+    let a = Agent::start(heaptrace, &[])?;
+    let cpu = a.cpu_during(|| {
         std::thread::sleep(window);
         Ok(())
     })?;
-    let idle_rss = a.rss()?;
+    let rss = a.rss()?;
     drop(a);
-    eprintln!("idle: {:.2} % of a core, RSS {} KiB", idle_cpu * 100.0, idle_rss / 1024);
+    eprintln!("idle: {:.2} % of a core, RSS {} KiB", cpu * 100.0, rss / 1024);
+    Ok(Idle { cpu, rss })
+}
 
-    // Busy: two GC-heavy node processes back to back, and the mmap storm.
-    let a = Agent::start(&heaptrace, &[])?;
+/// Busy: two GC-heavy node processes back to back, and the mmap storm.
+fn measure_busy(heaptrace: &Path, storm: &Path, node: &Path, root: &Path, window: Duration) -> Result<Busy> {
+    let a = Agent::start(heaptrace, &[])?;
     let mut storm_child =
-        Command::new(&storm).arg("2000000").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+        Command::new(storm).arg("2000000").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
     let mut peak_rss = 0;
-    let busy_cpu = a.cpu_during(|| {
+    let cpu = a.cpu_during(|| {
         writeln!(storm_child.stdin.as_mut().unwrap(), "go")?;
         let end = Instant::now() + window;
         while Instant::now() < end {
-            let mut n = Command::new(node)
-                .arg(root.join("workloads/gc-heavy.js"))
-                .args(["0", "--bursts", "600"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()?;
-            let mut r = BufReader::new(n.stdout.take().unwrap());
-            let mut line = String::new();
-            r.read_line(&mut line)?;
-            writeln!(n.stdin.as_mut().unwrap(), "go")?;
-            for _ in r.lines() {}
-            n.wait()?;
+            gc_heavy_once(node, root)?;
             peak_rss = peak_rss.max(a.peak_rss()?);
         }
         Ok(())
@@ -135,12 +158,37 @@ pub fn agent(seconds: u64, node: &Path, out: &Path) -> Result<()> {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0);
     drop(a);
-    eprintln!("busy: {:.2} % of a core, peak RSS {} KiB", busy_cpu * 100.0, peak_rss / 1024);
+    eprintln!("busy: {:.2} % of a core, peak RSS {} KiB", cpu * 100.0, peak_rss / 1024);
+    Ok(Busy { cpu, peak_rss, events })
+}
 
-    // /metrics with about 1,000 series: per-process series of 112 processes.
+/// One short GC-heavy node process, start to exit, for the agent to trace.
+fn gc_heavy_once(node: &Path, root: &Path) -> Result<()> {
+    let mut n = Command::new(node)
+        .arg(root.join("workloads/gc-heavy.js"))
+        .args(["0", "--bursts", "600"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut r = BufReader::new(n.stdout.take().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    writeln!(n.stdin.as_mut().unwrap(), "go")?;
+    for _ in r.lines() {}
+    n.wait()?;
+    Ok(())
+}
+
+/// /metrics with about 1,000 series: per-process series of 112 processes,
+/// run from a link to `sleep` under a name of the benchmark's own, so that
+/// no other `sleep` on the host adds series.
+fn measure_scrape(heaptrace: &Path) -> Result<Scrape> {
+    let sleeper = repo_root().join("target/htsleeper");
+    let _ = std::fs::remove_file(&sleeper);
+    std::fs::copy("/bin/sleep", &sleeper).context("copying /bin/sleep")?;
     let mut sleepers: Vec<Child> =
-        (0..112).map(|_| Command::new("sleep").arg("600").spawn()).collect::<Result<_, _>>()?;
-    let a = Agent::start(&heaptrace, &["--comm", "sleep", "--per-process", "--interval", "500ms"])?;
+        (0..112).map(|_| Command::new(&sleeper).arg("600").spawn()).collect::<Result<_, _>>()?;
+    let a = Agent::start(heaptrace, &["--comm", "htsleeper", "--per-process", "--interval", "500ms"])?;
     std::thread::sleep(Duration::from_secs(2));
     let body = get("/metrics")?;
     let series = body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count();
@@ -150,14 +198,17 @@ pub fn agent(seconds: u64, node: &Path, out: &Path) -> Result<()> {
         get("/metrics")?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    let big_rss = a.rss()?;
+    let rss = a.rss()?;
     drop(a);
     for s in &mut sleepers {
         let _ = s.kill();
         let _ = s.wait();
     }
     eprintln!("/metrics with {series} series: median {:.2} ms", median(&ms));
+    Ok(Scrape { series, ms, rss })
+}
 
+fn report(seconds: u64, idle: &Idle, busy: &Busy, scrape: &Scrape) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# `heaptrace agent`: CPU, memory, and time to serve /metrics\n");
     let _ = writeln!(
@@ -173,25 +224,27 @@ pub fn agent(seconds: u64, node: &Path, out: &Path) -> Result<()> {
     let _ = writeln!(
         s,
         "| idle, {seconds} s | {:.2} | {:.1} MiB |",
-        idle_cpu * 100.0,
-        idle_rss as f64 / 1048576.0
+        idle.cpu * 100.0,
+        idle.rss as f64 / 1048576.0
     );
     let _ = writeln!(
         s,
         "| busy, {seconds} s: GC-heavy node processes one after another ({} kernel events decoded) plus the mmap storm | {:.2} | {:.1} MiB (peak) |",
-        events,
-        busy_cpu * 100.0,
-        peak_rss as f64 / 1048576.0
+        busy.events,
+        busy.cpu * 100.0,
+        busy.peak_rss as f64 / 1048576.0
     );
+    let ms = &scrape.ms;
     let _ = writeln!(
         s,
-        "\n`GET /metrics` with {series} series (`--per-process` over 112 processes), 200 requests: median {:.2} ms, \
+        "\n`GET /metrics` with {} series (`--per-process` over 112 processes), 200 requests: median {:.2} ms, \
          p90 {:.2} ms, max {:.2} ms; agent RSS {:.1} MiB.",
-        median(&ms),
-        quantile(&ms, 0.9),
+        scrape.series,
+        median(ms),
+        quantile(ms, 0.9),
         ms.iter().copied().fold(0.0, f64::max),
-        big_rss as f64 / 1048576.0
+        scrape.rss as f64 / 1048576.0
     );
     let _ = writeln!(s, "\nThe bar (issue 5): under 1 % of a core and under 50 MB RSS on the busy host.");
-    write_report(&s, out)
+    s
 }

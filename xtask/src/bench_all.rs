@@ -7,15 +7,16 @@ use std::{
     fmt::Write as _,
     io::{BufRead, BufReader, Write},
     path::Path,
-    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    process::{Child, ChildStdout, Command, Stdio},
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, ensure};
 
 use crate::bench::{
-    build_c, build_heaptrace, cpu_seconds, host_model, kernel_release, median, peak_rss, quantile, repo_root,
-    write_report,
+    Storm, build_c, build_heaptrace, cpu_seconds, host_model, kernel_release, median, peak_rss, quantile,
+    repo_root, write_report,
 };
 
 struct Run {
@@ -84,7 +85,7 @@ fn start_collector(heaptrace: &Path) -> Result<(Child, BufReader<ChildStdout>)> 
 
 /// Drains the collector's output on a thread (as a consumer would) and
 /// returns its last line (the summary) once it ends.
-fn drain(out: BufReader<ChildStdout>) -> std::thread::JoinHandle<String> {
+fn drain(out: BufReader<ChildStdout>) -> JoinHandle<String> {
     std::thread::spawn(move || out.lines().map_while(Result::ok).last().unwrap_or_default())
 }
 
@@ -108,12 +109,6 @@ fn idle_collector(heaptrace: &Path) -> Result<(f64, u64)> {
     Ok((share, rss))
 }
 
-struct Storm {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
 fn run_once(
     heaptrace: &Path,
     storm: &Path,
@@ -124,25 +119,31 @@ fn run_once(
     traced: bool,
 ) -> Result<Run> {
     let collector = if traced { Some(start_collector(heaptrace)?) } else { None };
-    let (mut collector, drained) = match collector {
+    let (collector, drained) = match collector {
         Some((child, out)) => (Some(child), Some(drain(out))),
         None => (None, None),
     };
     // Both workloads start after the collector: host-wide tracing picks
     // them up at exec, as it would any new process.
-    let mut s = {
-        let mut child = Command::new(storm)
-            .arg(iterations.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        Storm { child, stdin, stdout }
-    };
-    let mut line = String::new();
-    s.stdout.read_line(&mut line)?;
-    ensure!(line.trim() == "ready", "storm said {line:?}");
+    let mut storm = Storm::start(storm, iterations)?;
+    let (mut n, n_out) = start_node(node, script, bursts)?;
+
+    let cpu0 = collector.as_ref().map(|c| cpu_seconds(c.id())).transpose()?;
+    let t0 = Instant::now();
+    let (storm_ns_per_iter, node_ms) = run_both(&mut storm, &mut n, n_out)?;
+    let busy_s = t0.elapsed().as_secs_f64();
+    storm.finish();
+
+    let mut stats = None;
+    if let (Some(c), Some(drained), Some(cpu0)) = (collector, drained, cpu0) {
+        stats = Some(collector_stats(c, drained, cpu0, busy_s)?);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(Run { storm_ns_per_iter, node_ms: node_ms.context("no DONE from node")?, collector: stats })
+}
+
+/// The GC-heavy node workload, started and waiting for "go".
+fn start_node(node: &Path, script: &Path, bursts: u64) -> Result<(Child, BufReader<ChildStdout>)> {
     let mut n = Command::new(node)
         .arg(script)
         .args(["0", "--bursts", &bursts.to_string()])
@@ -150,22 +151,17 @@ fn run_once(
         .stdout(Stdio::piped())
         .spawn()?;
     let mut n_out = BufReader::new(n.stdout.take().unwrap());
-    line.clear();
+    let mut line = String::new();
     n_out.read_line(&mut line)?;
     ensure!(line.trim() == "READY", "node said {line:?}");
+    Ok((n, n_out))
+}
 
-    let cpu0 = collector.as_ref().map(|c| cpu_seconds(c.id())).transpose()?;
-    let t0 = Instant::now();
+/// Lets both workloads go at once and waits for node to exit: the storm's
+/// ns per iteration, and node's time for its fixed work if it reported one.
+fn run_both(storm: &mut Storm, n: &mut Child, n_out: BufReader<ChildStdout>) -> Result<(f64, Option<f64>)> {
     writeln!(n.stdin.as_mut().unwrap(), "go")?;
-    writeln!(s.stdin, "go")?;
-    s.stdin.flush()?;
-    line.clear();
-    s.stdout.read_line(&mut line)?;
-    let storm_ns_per_iter = line
-        .trim()
-        .strip_prefix("ns_per_iter ")
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("storm said {line:?}"))?;
+    let storm_ns_per_iter = storm.go()?;
     let mut node_ms = None;
     for l in n_out.lines() {
         if let Some(ms) = l?.strip_prefix("DONE ") {
@@ -173,28 +169,30 @@ fn run_once(
         }
     }
     n.wait()?;
-    let busy_s = t0.elapsed().as_secs_f64();
-    let _ = writeln!(s.stdin, "exit");
-    let _ = s.child.wait();
+    Ok((storm_ns_per_iter, node_ms))
+}
 
-    let mut stats = None;
-    if let (Some(mut c), Some(drained), Some(cpu0)) = (collector.take(), drained, cpu0) {
-        let cpu_share = (cpu_seconds(c.id())? - cpu0) / busy_s;
-        let peak = peak_rss(c.id())?;
-        stop(&mut c);
-        c.wait()?;
-        let summary: serde_json::Value =
-            serde_json::from_str(&drained.join().unwrap_or_default()).context("heaptrace's summary")?;
-        stats = Some(Collector {
-            cpu_share,
-            peak_rss: peak,
-            processes: summary["state"]["live_processes"].as_u64().unwrap_or(0)
-                + summary["exited_processes"].as_u64().unwrap_or(0),
-            dropped: summary["dropped_events"].as_u64().unwrap_or(0),
-        });
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    Ok(Run { storm_ns_per_iter, node_ms: node_ms.context("no DONE from node")?, collector: stats })
+/// Stops the collector and reads what it cost over the busy phase and what
+/// its summary says it saw.
+fn collector_stats(mut c: Child, drained: JoinHandle<String>, cpu0: f64, busy_s: f64) -> Result<Collector> {
+    let cpu_share = (cpu_seconds(c.id())? - cpu0) / busy_s;
+    let peak = peak_rss(c.id())?;
+    stop(&mut c);
+    c.wait()?;
+    let summary: serde_json::Value =
+        serde_json::from_str(&drained.join().unwrap_or_default()).context("heaptrace's summary")?;
+    Ok(Collector {
+        cpu_share,
+        peak_rss: peak,
+        processes: summary["state"]["live_processes"].as_u64().unwrap_or(0)
+            + summary["exited_processes"].as_u64().unwrap_or(0),
+        dropped: summary["dropped_events"].as_u64().unwrap_or(0),
+    })
+}
+
+/// Median and quartiles.
+fn spread(v: &[f64]) -> (f64, f64, f64) {
+    (median(v), quantile(v, 0.25), quantile(v, 0.75))
 }
 
 fn report(
@@ -205,15 +203,6 @@ fn report(
     bursts: u64,
     node: &Path,
 ) -> String {
-    let med = |v: Vec<f64>| (median(&v), quantile(&v, 0.25), quantile(&v, 0.75));
-    let storm: Vec<_> = runs.iter().map(|r| med(r.iter().map(|x| x.storm_ns_per_iter).collect())).collect();
-    let nodes: Vec<_> = runs.iter().map(|r| med(r.iter().map(|x| x.node_ms).collect())).collect();
-    let coll: Vec<&Collector> = runs[1].iter().filter_map(|r| r.collector.as_ref()).collect();
-    let cpu = med(coll.iter().map(|c| c.cpu_share * 100.0).collect());
-    let rss = coll.iter().map(|c| c.peak_rss).max().unwrap_or(0);
-    let procs = median(&coll.iter().map(|c| c.processes as f64).collect::<Vec<_>>());
-    let dropped: u64 = coll.iter().map(|c| c.dropped).sum();
-
     let mut s = String::new();
     let _ = writeln!(s, "# Host-wide tracing (`heaptrace --all`): overhead on two workloads at once\n");
     let _ = writeln!(
@@ -233,6 +222,17 @@ fn report(
          (interquartile range in brackets).\n",
         node.display()
     );
+    workloads_table(&mut s, runs);
+    collector_table(&mut s, &runs[1], idle);
+    s
+}
+
+/// Each workload untraced and traced: the slowdown host-wide tracing causes.
+fn workloads_table(s: &mut String, runs: &[Vec<Run>; 2]) {
+    let storm: Vec<_> =
+        runs.iter().map(|r| spread(&r.iter().map(|x| x.storm_ns_per_iter).collect::<Vec<_>>())).collect();
+    let nodes: Vec<_> =
+        runs.iter().map(|r| spread(&r.iter().map(|x| x.node_ms).collect::<Vec<_>>())).collect();
     let _ = writeln!(s, "| workload | untraced | traced | ratio |");
     let _ = writeln!(s, "|---|---|---|---|");
     let _ = writeln!(
@@ -257,6 +257,16 @@ fn report(
         nodes[1].2,
         nodes[1].0 / nodes[0].0
     );
+}
+
+/// The collector's own CPU and RSS, busy (the traced runs) and idle, and
+/// what it traced and lost.
+fn collector_table(s: &mut String, traced: &[Run], idle: (f64, u64)) {
+    let coll: Vec<&Collector> = traced.iter().filter_map(|r| r.collector.as_ref()).collect();
+    let cpu = spread(&coll.iter().map(|c| c.cpu_share * 100.0).collect::<Vec<_>>());
+    let rss = coll.iter().map(|c| c.peak_rss).max().unwrap_or(0);
+    let procs = median(&coll.iter().map(|c| c.processes as f64).collect::<Vec<_>>());
+    let dropped: u64 = coll.iter().map(|c| c.dropped).sum();
     let _ = writeln!(s, "\n| collector | value |");
     let _ = writeln!(s, "|---|---|");
     let _ = writeln!(
@@ -276,5 +286,4 @@ fn report(
          reader (32 MiB of address space; the pages it touches count). On a 2-vCPU VM the collector, the \
          storm and node share two cores, so the workloads' slowdown includes the collector's own CPU time."
     );
-    s
 }

@@ -35,11 +35,31 @@ pub fn gc_overhead(rounds: usize, bursts: u64, node: &Path, out: &Path) -> Resul
     let (probe_untraced_ns, probe_traced_ns) = cost.gc;
     eprintln!("probe cost: simulated GC {probe_untraced_ns:.0} ns untraced, {probe_traced_ns:.0} ns traced");
 
+    let (untraced, traced) = alternate_rounds(rounds, bursts, node, &script, &heaptrace)?;
+    let s = Report::new(rounds, bursts, node, cost, &untraced, &traced).render();
+    print!("{s}");
+    if let Some(dir) = out.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    fs::write(out, &s)?;
+    eprintln!("written to {}", out.display());
+    Ok(())
+}
+
+/// Untraced and traced runs in alternation, so that drift on the host hits
+/// both alike: (untraced runs, traced runs).
+fn alternate_rounds(
+    rounds: usize,
+    bursts: u64,
+    node: &Path,
+    script: &Path,
+    heaptrace: &Path,
+) -> Result<(Vec<Run>, Vec<Run>)> {
     let mut untraced = Vec::new();
     let mut traced = Vec::new();
     for round in 1..=rounds {
         for trace in [false, true] {
-            let run = run_once(node, &script, bursts, trace.then_some(heaptrace.as_path()))
+            let run = run_once(node, script, bursts, trace.then_some(heaptrace))
                 .with_context(|| format!("round {round}"))?;
             eprintln!(
                 "round {round}/{rounds} {:<10} {:>7.0} ms{}",
@@ -50,93 +70,134 @@ pub fn gc_overhead(rounds: usize, bursts: u64, node: &Path, out: &Path) -> Resul
             if trace { traced.push(run) } else { untraced.push(run) }
         }
     }
+    Ok((untraced, traced))
+}
 
-    let wall = |runs: &[Run]| runs.iter().map(|r| r.wall_ms).collect::<Vec<_>>();
-    let (u, t) = (wall(&untraced), wall(&traced));
-    let gcs = median(&traced.iter().filter_map(|r| r.gcs.map(|g| g as f64)).collect::<Vec<_>>());
-    let pause = median(&traced.iter().filter_map(|r| r.pause_ms).collect::<Vec<_>>());
-    let steps = median(&traced.iter().filter_map(|r| r.marking_steps.map(|s| s as f64)).collect::<Vec<_>>());
-    let mut s = String::new();
-    let _ = writeln!(s, "# GC probes: overhead on a GC-heavy Node workload\n");
-    let _ = writeln!(
-        s,
-        "Command: `sudo cargo xtask bench-gc --rounds {rounds} --bursts {bursts}`  \n\
-         Workload: workloads/gc-heavy.js, {bursts} allocation bursts (fixed work), on {}.  \n\
-         Machine: {}, kernel {}. {rounds} alternating rounds, medians and quartiles.\n",
-        node.display(),
-        host_model(),
-        kernel_release()
-    );
-    let _ = writeln!(s, "| setup | wall ms (median) | quartiles | ratio | GCs per run | GCs/s |");
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
-    let (mu, mt) = (median(&u), median(&t));
-    let _ = writeln!(
-        s,
-        "| untraced | {mu:.0} | {:.0}–{:.0} | 1.000 | | |",
-        quantile(&u, 0.25),
-        quantile(&u, 0.75)
-    );
-    let _ = writeln!(
-        s,
-        "| heaptrace (memory + GC probes) | {mt:.0} | {:.0}–{:.0} | {:.3} ({:+.1} %) | {gcs:.0} | {:.0} |",
-        quantile(&t, 0.25),
-        quantile(&t, 0.75),
-        mt / mu,
-        (mt / mu - 1.0) * 100.0,
-        gcs / (mt / 1000.0),
-    );
-    let _ = writeln!(
-        s,
-        "\nThe GCs themselves took {pause:.0} ms of pauses per traced run (median), as heaptrace measured them. \
-         End to end, runs of the same setup differ by more than ±10 % on this VM: the table below is the \
-         precise cost.\n"
-    );
-    let per_gc_us = (probe_traced_ns - probe_untraced_ns) / 1000.0;
-    let gcs_per_s = gcs / (mt / 1000.0);
-    let _ = writeln!(s, "## Probe cost, measured directly\n");
-    let _ = writeln!(
-        s,
-        "workloads/fake-v8.c defines empty functions under V8's mangled names and calls them in the order \
-         of one GC, or as one incremental-marking step ({FAKE_GCS} times per run, median of 5 runs). heaptrace \
-         resolves and probes it as it does node. Per GC on V8 >= 12.4 that is 7 uprobe hits (CollectGarbage, \
-         StartObservablePause, StopObservablePause, SizeOfObjects twice, CallGCPrologueCallbacks, \
-         CallGCEpilogueCallbacks) and 2 uretprobe returns (SizeOfObjects); older V8 adds one uprobe \
-         (GarbageCollectionEpilogue). A marking step is one uprobe hit and one uretprobe return \
-         (IncrementalMarking::Step).\n"
-    );
-    let (step_untraced, step_traced) = cost.step;
-    let per_step_us = (step_traced - step_untraced) / 1000.0;
-    let steps_per_s = steps / (mt / 1000.0);
-    let _ = writeln!(
-        s,
-        "| probe | untraced | traced | cost | rate in this workload | share of the main thread |"
-    );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
-    let _ = writeln!(
-        s,
-        "| per GC | {probe_untraced_ns:.0} ns | {:.1} µs | {per_gc_us:.1} µs | {gcs_per_s:.0} GCs/s | {:.2} % |",
-        probe_traced_ns / 1000.0,
-        per_gc_us * gcs_per_s / 1e4,
-    );
-    let _ = writeln!(
-        s,
-        "| per incremental-marking step | {step_untraced:.0} ns | {:.1} µs | {per_step_us:.1} µs | \
-         {steps_per_s:.0} steps/s | {:.2} % |",
-        step_traced / 1000.0,
-        per_step_us * steps_per_s / 1e4,
-    );
-    let _ = writeln!(
-        s,
-        "| all GC probes | | | | | {:.2} % |",
-        (per_gc_us * gcs_per_s + per_step_us * steps_per_s) / 1e4
-    );
-    print!("{s}");
-    if let Some(dir) = out.parent() {
-        fs::create_dir_all(dir)?;
+/// Everything the Markdown report shows, reduced from the runs.
+struct Report<'a> {
+    rounds: usize,
+    bursts: u64,
+    node: &'a Path,
+    cost: ProbeCost,
+    /// Wall times of the fixed work, ms.
+    untraced_ms: Vec<f64>,
+    traced_ms: Vec<f64>,
+    /// Medians per traced run, as heaptrace saw them.
+    gcs: f64,
+    pause_ms: f64,
+    marking_steps: f64,
+}
+
+impl<'a> Report<'a> {
+    fn new(
+        rounds: usize,
+        bursts: u64,
+        node: &'a Path,
+        cost: ProbeCost,
+        untraced: &[Run],
+        traced: &[Run],
+    ) -> Self {
+        let wall = |runs: &[Run]| runs.iter().map(|r| r.wall_ms).collect::<Vec<_>>();
+        let (untraced_ms, traced_ms) = (wall(untraced), wall(traced));
+        let gcs = median(&traced.iter().filter_map(|r| r.gcs.map(|g| g as f64)).collect::<Vec<_>>());
+        let pause_ms = median(&traced.iter().filter_map(|r| r.pause_ms).collect::<Vec<_>>());
+        let marking_steps =
+            median(&traced.iter().filter_map(|r| r.marking_steps.map(|s| s as f64)).collect::<Vec<_>>());
+        Self { rounds, bursts, node, cost, untraced_ms, traced_ms, gcs, pause_ms, marking_steps }
     }
-    fs::write(out, &s)?;
-    eprintln!("written to {}", out.display());
-    Ok(())
+
+    fn render(&self) -> String {
+        let mut s = String::new();
+        self.end_to_end(&mut s);
+        self.probe_costs(&mut s);
+        s
+    }
+
+    /// The header and the wall-time table: what a user of node notices.
+    fn end_to_end(&self, s: &mut String) {
+        let (rounds, bursts, gcs, pause) = (self.rounds, self.bursts, self.gcs, self.pause_ms);
+        let (u, t) = (&self.untraced_ms, &self.traced_ms);
+        let _ = writeln!(s, "# GC probes: overhead on a GC-heavy Node workload\n");
+        let _ = writeln!(
+            s,
+            "Command: `sudo cargo xtask bench-gc --rounds {rounds} --bursts {bursts}`  \n\
+             Workload: workloads/gc-heavy.js, {bursts} allocation bursts (fixed work), on {}.  \n\
+             Machine: {}, kernel {}. {rounds} alternating rounds, medians and quartiles.\n",
+            self.node.display(),
+            host_model(),
+            kernel_release()
+        );
+        let _ = writeln!(s, "| setup | wall ms (median) | quartiles | ratio | GCs per run | GCs/s |");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+        let (mu, mt) = (median(u), median(t));
+        let _ = writeln!(
+            s,
+            "| untraced | {mu:.0} | {:.0}–{:.0} | 1.000 | | |",
+            quantile(u, 0.25),
+            quantile(u, 0.75)
+        );
+        let _ = writeln!(
+            s,
+            "| heaptrace (memory + GC probes) | {mt:.0} | {:.0}–{:.0} | {:.3} ({:+.1} %) | {gcs:.0} | {:.0} |",
+            quantile(t, 0.25),
+            quantile(t, 0.75),
+            mt / mu,
+            (mt / mu - 1.0) * 100.0,
+            gcs / (mt / 1000.0),
+        );
+        let _ = writeln!(
+            s,
+            "\nThe GCs themselves took {pause:.0} ms of pauses per traced run (median), as heaptrace measured them. \
+             End to end, runs of the same setup differ by more than ±10 % on this VM: the table below is the \
+             precise cost.\n"
+        );
+    }
+
+    /// The probes' own cost from fake-v8, scaled by this workload's GC and
+    /// marking-step rates: precise where the end-to-end times are noisy.
+    fn probe_costs(&self, s: &mut String) {
+        let (probe_untraced_ns, probe_traced_ns) = self.cost.gc;
+        let (step_untraced, step_traced) = self.cost.step;
+        let mt = median(&self.traced_ms);
+        let per_gc_us = (probe_traced_ns - probe_untraced_ns) / 1000.0;
+        let gcs_per_s = self.gcs / (mt / 1000.0);
+        let _ = writeln!(s, "## Probe cost, measured directly\n");
+        let _ = writeln!(
+            s,
+            "workloads/fake-v8.c defines empty functions under V8's mangled names and calls them in the order \
+             of one GC, or as one incremental-marking step ({FAKE_GCS} times per run, median of 5 runs). heaptrace \
+             resolves and probes it as it does node. Per GC on V8 >= 12.4 that is 7 uprobe hits (CollectGarbage, \
+             StartObservablePause, StopObservablePause, SizeOfObjects twice, CallGCPrologueCallbacks, \
+             CallGCEpilogueCallbacks) and 2 uretprobe returns (SizeOfObjects); older V8 adds one uprobe \
+             (GarbageCollectionEpilogue). A marking step is one uprobe hit and one uretprobe return \
+             (IncrementalMarking::Step).\n"
+        );
+        let per_step_us = (step_traced - step_untraced) / 1000.0;
+        let steps_per_s = self.marking_steps / (mt / 1000.0);
+        let _ = writeln!(
+            s,
+            "| probe | untraced | traced | cost | rate in this workload | share of the main thread |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            s,
+            "| per GC | {probe_untraced_ns:.0} ns | {:.1} µs | {per_gc_us:.1} µs | {gcs_per_s:.0} GCs/s | {:.2} % |",
+            probe_traced_ns / 1000.0,
+            per_gc_us * gcs_per_s / 1e4,
+        );
+        let _ = writeln!(
+            s,
+            "| per incremental-marking step | {step_untraced:.0} ns | {:.1} µs | {per_step_us:.1} µs | \
+             {steps_per_s:.0} steps/s | {:.2} % |",
+            step_traced / 1000.0,
+            per_step_us * steps_per_s / 1e4,
+        );
+        let _ = writeln!(
+            s,
+            "| all GC probes | | | | | {:.2} % |",
+            (per_gc_us * gcs_per_s + per_step_us * steps_per_s) / 1e4
+        );
+    }
 }
 
 fn run_once(node: &Path, script: &Path, bursts: u64, heaptrace: Option<&Path>) -> Result<Run> {

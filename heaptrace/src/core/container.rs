@@ -1,6 +1,7 @@
 //! Container identity from a cgroup (v2) path. Pure: the path is read at the
 //! edge (`/proc/PID/cgroup`); this only recognises the shapes that container
-//! runtimes and Kubernetes give their cgroups (shared/notes/containers.md).
+//! runtimes and Kubernetes give their cgroups (docker, containerd, CRI-O and
+//! podman, under systemd or cgroupfs drivers; the tests list every shape).
 
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +28,7 @@ pub struct ContainerRef {
     pub pod_uid: Option<String>,
     /// Kubernetes QoS class: guaranteed, burstable or besteffort.
     pub qos: Option<String>,
-    /// Names, when a [`crate::target::names`] lookup found them (the
+    /// Names, when a `crate::host::names` lookup found them (the
     /// cgroup path alone does not carry them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,

@@ -6,7 +6,8 @@ use hdrhistogram::Histogram;
 use super::input::GcPause;
 
 /// `kind` as prom-client and OpenTelemetry name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum GcKind {
     Minor,
     Major,
@@ -99,8 +100,6 @@ pub struct GcStats {
     pub total_pause_ns: u64,
     pub heap_after_last_major: Option<u64>,
     pub reclaimed_bytes: u64,
-    pub first_ns: Option<u64>,
-    pub last_ns: u64,
 }
 
 /// Quantiles of one kind, in ms.
@@ -114,7 +113,7 @@ pub struct PauseQuantiles {
 }
 
 impl GcStats {
-    pub fn record(&mut self, ts_ns: u64, pause: &GcPause) {
+    pub fn record(&mut self, pause: &GcPause) {
         let kind = GcKind::of(pause.collector);
         let slot = if kind == GcKind::Major { &mut self.major } else { &mut self.minor };
         let histogram = slot.get_or_insert_with(|| Box::new(new_histogram()));
@@ -127,8 +126,6 @@ impl GcStats {
             self.heap_after_last_major = Some(pause.heap_after);
         }
         self.reclaimed_bytes += pause.heap_before.saturating_sub(pause.heap_after);
-        self.first_ns.get_or_insert(ts_ns);
-        self.last_ns = ts_ns;
     }
 
     pub fn quantiles(&self, kind: GcKind) -> PauseQuantiles {
@@ -183,9 +180,9 @@ mod tests {
     fn aggregates() {
         let mut s = GcStats::default();
         for i in 0..100 {
-            s.record(i, &pause(0, (i + 1) * 10_000, 10 << 20, 8 << 20));
+            s.record(&pause(0, (i + 1) * 10_000, 10 << 20, 8 << 20));
         }
-        s.record(200, &pause(1, 5_000_000, 30 << 20, 12 << 20));
+        s.record(&pause(1, 5_000_000, 30 << 20, 12 << 20));
         assert_eq!(s.count, 101);
         assert_eq!(s.heap_after_last_major, Some(12 << 20));
         assert_eq!(s.reclaimed_bytes, 100 * (2 << 20) + (18 << 20));

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "input", rename_all = "snake_case")]
 pub enum Input {
-    /// A process was added to the traced set.
-    Attach(ProcessInfo),
+    /// A process was added to the traced set. Boxed: it is rare and large,
+    /// and every event travels in this enum.
+    Attach(Box<ProcessInfo>),
     /// A kernel event from the ring buffer.
     Event(Event),
     /// Periodic readings of one process.
@@ -23,6 +24,55 @@ pub enum Input {
     /// Memory figures of one cgroup (a container, a service), read each
     /// interval.
     Cgroup(CgroupSample),
+    /// V8 GC probes now cover a process that was attached without them
+    /// (a distribution's node, whose `libnode.so` was mapped late).
+    GcProbesAttached { pid: u32, ts_ns: u64 },
+}
+
+/// How memory syscalls are hooked in the kernel (see docs/architecture.md).
+/// In records it reads as its description.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemHook {
+    /// A BTF tracepoint on `sys_exit` (`tp_btf`), the cheapest.
+    BtfTracepoint,
+    /// A raw tracepoint on `sys_exit`, for kernels without BTF.
+    RawTracepoint,
+    /// Classic `syscalls:sys_{enter,exit}_*` tracepoints.
+    Tracepoint,
+}
+
+impl MemHook {
+    pub fn description(self) -> &'static str {
+        match self {
+            MemHook::BtfTracepoint => "BTF tracepoint sys_exit",
+            MemHook::RawTracepoint => "raw tracepoint sys_exit",
+            MemHook::Tracepoint => {
+                "classic tracepoints syscalls:sys_{enter,exit}_{mmap,munmap,mremap,brk,mprotect}"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for MemHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.description())
+    }
+}
+
+impl Serialize for MemHook {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.description())
+    }
+}
+
+/// Which cgroup hierarchy a group's memory figures came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupVersion {
+    /// `memory.current` and `memory.max`.
+    V2,
+    /// `memory.usage_in_bytes` and `memory.limit_in_bytes` (hybrid hosts).
+    V1,
 }
 
 /// How a process came to be traced.
@@ -49,8 +99,8 @@ pub struct CgroupSample {
     pub usage_bytes: u64,
     /// `memory.max` / `memory.limit_in_bytes`; None when unlimited.
     pub limit_bytes: Option<u64>,
-    /// "v2" or "v1": where the figures came from.
-    pub source: String,
+    /// Where the figures came from.
+    pub source: CgroupVersion,
 }
 
 /// A traced process as found at attach time.
@@ -86,7 +136,7 @@ pub struct ProcessInfo {
     #[serde(default)]
     pub gc_probes: bool,
     /// V8's old-generation limit when set with `--max-old-space-size`
-    /// (command line or NODE_OPTIONS); V8's own default is not visible.
+    /// (command line or NODE_OPTIONS); V8's own default is not read yet.
     #[serde(default)]
     pub heap_limit_bytes: Option<u64>,
 }
@@ -166,7 +216,7 @@ pub struct Event {
 pub enum EventKind {
     Mem(MemOp),
     /// The process's last thread exited. The kernel's final counters come
-    /// with it (the kernel forgets the process at that moment).
+    /// with it (the kernel untraces the process at that moment).
     Exit {
         #[serde(default)]
         calls: CallCounts,

@@ -5,13 +5,18 @@
 
 pub mod address_space;
 pub mod container;
+mod findings;
 pub mod gc;
+mod group;
 pub mod input;
 pub mod model;
 pub mod process;
 pub mod record;
+mod report;
 
-pub use input::{CallCounts, Event, EventKind, Input, Mapping, MemOp, ProcStatus, ProcessInfo, Sample};
+pub use input::{
+    CallCounts, Event, EventKind, Input, Mapping, MemHook, MemOp, ProcStatus, ProcessInfo, Sample,
+};
 pub use model::{Model, ModelConfig};
 pub use record::Record;
 

@@ -3,7 +3,15 @@
 
 use serde::Serialize;
 
-use super::input::CallCounts;
+use super::{
+    container::ContainerRef,
+    gc::{GcKind, PauseQuantiles},
+    input::{CallCounts, CgroupVersion, MemHook, Origin},
+};
+
+/// The version of this schema, in the `start` record. docs/json-output.md
+/// keeps the change log.
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -18,9 +26,9 @@ pub enum Record {
     Dropped(Dropped),
     /// A process joined the traced set.
     Attach(Attached),
-    /// Per group (container or cgroup), per interval, before its processes'
-    /// snapshots.
-    Container(ContainerSnapshot),
+    /// Per group (a container, or any other cgroup), per interval, before
+    /// its processes' snapshots.
+    Group(GroupSnapshot),
     Summary(Summary),
 }
 
@@ -29,13 +37,15 @@ pub enum Record {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Started {
     pub ts: f64,
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
     /// The selection, as flags ("--comm node --pid 42").
     pub selection: String,
     /// Whether processes that start later are picked up.
     pub follows_new_processes: bool,
     /// Processes traced at start.
     pub processes: usize,
-    pub mem_hook: String,
+    pub mem_hook: MemHook,
 }
 
 /// A process joined the traced set.
@@ -45,25 +55,26 @@ pub struct Attached {
     pub pid: u32,
     pub comm: String,
     /// start (running when tracing began), exec or fork.
-    pub origin: crate::core::input::Origin,
+    pub origin: Origin,
     /// Whether V8 GC probes cover it.
     pub gc_probes: bool,
     pub cgroup_id: u64,
     #[serde(flatten)]
-    pub container: Option<crate::core::container::ContainerRef>,
+    pub container: Option<ContainerRef>,
     pub ns_pid: Option<u32>,
 }
 
 /// One group of processes sharing a cgroup: a container (then the
-/// container fields are present), or a service or session cgroup.
+/// container fields are present), a pod's container, or any other cgroup
+/// (a systemd service, a session).
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ContainerSnapshot {
+pub struct GroupSnapshot {
     pub ts: f64,
     /// Path in the v2 hierarchy.
     pub cgroup_path: String,
     pub cgroup_id: u64,
     #[serde(flatten)]
-    pub container: Option<crate::core::container::ContainerRef>,
+    pub container: Option<ContainerRef>,
     /// Live traced processes in it.
     pub processes: usize,
     /// Traced processes of it that have exited.
@@ -81,8 +92,8 @@ pub struct ContainerSnapshot {
     pub memory_limit_bytes: Option<u64>,
     /// Limit minus usage.
     pub memory_headroom_bytes: Option<u64>,
-    /// "v2" or "v1".
-    pub memory_source: Option<String>,
+    /// Which hierarchy the figures came from.
+    pub memory_source: Option<CgroupVersion>,
     pub gc_count: u64,
     pub gc_pause_ns: u64,
 }
@@ -90,11 +101,11 @@ pub struct ContainerSnapshot {
 /// A group in the summary: its last snapshot plus pause quantiles over
 /// all its processes.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ContainerSummary {
+pub struct GroupSummary {
     #[serde(flatten)]
-    pub snapshot: ContainerSnapshot,
-    pub minor: crate::core::gc::PauseQuantiles,
-    pub major: crate::core::gc::PauseQuantiles,
+    pub snapshot: GroupSnapshot,
+    pub minor: PauseQuantiles,
+    pub major: PauseQuantiles,
 }
 
 /// Per process, per interval.
@@ -131,7 +142,7 @@ pub struct Snapshot {
     pub cgroup_id: u64,
     /// Its container, from its cgroup path (absent if not in one).
     #[serde(flatten)]
-    pub container: Option<crate::core::container::ContainerRef>,
+    pub container: Option<ContainerRef>,
     /// The pid inside its own pid namespace (differs in containers).
     pub ns_pid: Option<u32>,
     /// V8 garbage-collection pauses since attach (0 if not a V8 process).
@@ -159,7 +170,7 @@ pub struct Gc {
     /// The isolate's thread (workers have their own).
     pub tid: u32,
     /// `minor`, `major` (or `unknown`), as prom-client names them.
-    pub kind: &'static str,
+    pub kind: GcKind,
     /// V8's name: Scavenge, Mark-Compact, Minor Mark-Sweep, ...
     pub collector: &'static str,
     /// V8's GarbageCollectionReason, e.g. "allocation failure".
@@ -175,15 +186,15 @@ pub struct Gc {
     pub marking_start_ns: u64,
     pub cgroup_id: u64,
     #[serde(flatten)]
-    pub container: Option<crate::core::container::ContainerRef>,
+    pub container: Option<ContainerRef>,
 }
 
 /// GC figures of one process, in the summary.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct GcSummary {
     pub count: u64,
-    pub minor: crate::core::gc::PauseQuantiles,
-    pub major: crate::core::gc::PauseQuantiles,
+    pub minor: PauseQuantiles,
+    pub major: PauseQuantiles,
     pub total_pause_ms: f64,
     /// Share of wall time spent in pauses (1 minus V8's mutator utilization).
     pub pause_time_share: f64,
@@ -208,16 +219,41 @@ pub struct LargeMapping {
     pub ts: f64,
     pub pid: u32,
     pub tid: u32,
-    /// mmap, mremap or munmap.
-    pub op: &'static str,
+    pub op: MappingOp,
     pub addr: u64,
     pub len: u64,
     /// Like /proc/PID/maps: "rw-p", "---p", "r--s".
     pub prot: String,
     pub flags: u32,
-    /// anon or file.
-    pub backing: &'static str,
+    /// mmap only (empty for munmap and mremap).
+    #[serde(serialize_with = "empty_if_none")]
+    pub backing: Option<Backing>,
     pub cgroup_id: u64,
+}
+
+/// What backs a mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backing {
+    Anon,
+    File,
+}
+
+impl Backing {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backing::Anon => "anon",
+            Backing::File => "file",
+        }
+    }
+}
+
+/// `null`-free optional fields: an absent value is written as "".
+fn empty_if_none<S: serde::Serializer, T: Serialize>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => v.serialize(s),
+        None => s.serialize_str(""),
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -229,7 +265,47 @@ pub struct Exit {
     pub traced_s: f64,
     pub cgroup_id: u64,
     #[serde(flatten)]
-    pub container: Option<crate::core::container::ContainerRef>,
+    pub container: Option<ContainerRef>,
+}
+
+/// Which mapping syscall a `mapping` record is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MappingOp {
+    Mmap,
+    Munmap,
+    Mremap,
+}
+
+impl MappingOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            MappingOp::Mmap => "mmap",
+            MappingOp::Munmap => "munmap",
+            MappingOp::Mremap => "mremap",
+        }
+    }
+}
+
+/// Who ended a process for lack of memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OomSource {
+    /// The kernel's OOM killer chose it; the sizes are the kernel's, at the
+    /// kill.
+    Kernel,
+    /// V8 ran out of heap ("JavaScript heap out of memory"); the sizes are
+    /// the last sample's.
+    V8,
+}
+
+impl OomSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            OomSource::Kernel => "kernel",
+            OomSource::V8 => "v8",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -237,17 +313,34 @@ pub struct Oom {
     pub ts: f64,
     pub pid: u32,
     pub comm: String,
-    /// `kernel` (the OOM killer chose it; sizes from the kernel) or `v8`
-    /// (V8 ran out of heap, "JavaScript heap out of memory"; sizes from the
-    /// last sample).
-    pub source: &'static str,
+    pub source: OomSource,
     pub anon_rss_bytes: u64,
     pub file_rss_bytes: u64,
     pub shmem_rss_bytes: u64,
     pub vm_bytes: u64,
     pub cgroup_id: u64,
     #[serde(flatten)]
-    pub container: Option<crate::core::container::ContainerRef>,
+    pub container: Option<ContainerRef>,
+}
+
+/// Why events were lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// The ring buffer was full when the kernel had an event to send.
+    RingBufferFull,
+    /// A record userspace could not decode.
+    Undecodable,
+}
+
+impl DropReason {
+    /// In words.
+    pub fn words(self) -> &'static str {
+        match self {
+            DropReason::RingBufferFull => "ring buffer full",
+            DropReason::Undecodable => "undecodable",
+        }
+    }
 }
 
 /// Events lost since the previous `dropped` record.
@@ -258,8 +351,15 @@ pub struct Dropped {
     pub count: u64,
     /// Lost since start.
     pub total: u64,
-    /// Why: "ring_buffer_full" or "undecodable".
-    pub reason: &'static str,
+    pub reason: DropReason,
+}
+
+/// Counts of what the model holds, to show that state stays bounded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ModelSize {
+    pub live_processes: usize,
+    pub retired_kept: usize,
+    pub groups: usize,
 }
 
 /// The last record.
@@ -268,7 +368,7 @@ pub struct Summary {
     pub ts: f64,
     pub duration_s: f64,
     /// How memory syscalls were hooked (see `heaptrace --verbose`).
-    pub mem_hook: String,
+    pub mem_hook: MemHook,
     pub dropped_events: u64,
     /// Traced processes that exited (or exec'd out of the selection).
     pub exited_processes: u64,
@@ -276,10 +376,10 @@ pub struct Summary {
     /// `RETIRED_KEPT` are listed); their groups still count them.
     pub processes_not_listed: u64,
     /// What the model held at the end (it stays bounded under churn).
-    pub state: crate::core::model::ModelSize,
+    pub state: ModelSize,
     /// Per group, when grouping applies (containers, or host-wide and
     /// cgroup selections).
-    pub containers: Vec<ContainerSummary>,
+    pub groups: Vec<GroupSummary>,
     /// Live processes and the latest exited ones.
     pub processes: Vec<ProcessSummary>,
 }
@@ -289,10 +389,10 @@ pub struct ProcessSummary {
     pub pid: u32,
     pub comm: String,
     #[serde(flatten)]
-    pub container: Option<crate::core::container::ContainerRef>,
+    pub container: Option<ContainerRef>,
     pub ns_pid: Option<u32>,
     pub cgroup_id: u64,
-    pub origin: crate::core::input::Origin,
+    pub origin: Origin,
     pub traced_s: f64,
     pub exited: bool,
     /// V8 reported running out of heap ("JavaScript heap out of memory").
@@ -340,6 +440,6 @@ pub struct LiveMapping {
     pub addr: u64,
     pub len: u64,
     pub committed_bytes: u64,
-    pub backing: &'static str,
+    pub backing: Backing,
     pub shared: bool,
 }

@@ -13,7 +13,7 @@ fn model() -> Model {
         page_size: 4096,
         large_threshold: M,
         wall_offset_ns: 0,
-        mem_hook: "test".into(),
+        mem_hook: MemHook::BtfTracepoint,
         group_all: false,
     })
 }
@@ -38,7 +38,7 @@ fn attach(m: &mut Model, pid: u32) {
         ns_pid: Some(pid),
         ..Default::default()
     };
-    m.apply(Input::Attach(info), &mut Vec::new());
+    m.apply(Input::Attach(Box::new(info)), &mut Vec::new());
 }
 
 fn mem(pid: u32, ts_ns: u64, op: MemOp) -> Input {
@@ -102,7 +102,7 @@ fn exact_growth_from_a_known_sequence() {
             _ => None,
         })
         .collect();
-    assert_eq!(large, vec![("mmap", 8 * M), ("mmap", 4 * M), ("mremap", 3 * M)]);
+    assert_eq!(large, vec![(MappingOp::Mmap, 8 * M), (MappingOp::Mmap, 4 * M), (MappingOp::Mremap, 3 * M)]);
 }
 
 #[test]
@@ -160,7 +160,7 @@ fn exit_and_oom_are_reported_once_and_stop_snapshots() {
             &mut out,
         );
     }
-    assert!(matches!(&out[0], Record::Oom(o) if o.anon_rss_bytes == 90 * M));
+    assert!(matches!(&out[0], Record::Oom(o) if o.anon_rss_bytes == 90 * M && o.source == OomSource::Kernel));
     assert!(matches!(&out[1], Record::Exit(e) if e.oom_killed && e.traced_s == 2.0));
     assert_eq!(out.len(), 2);
     assert!(m.live_pids().is_empty());
@@ -186,7 +186,14 @@ fn drops_are_reported_as_increments() {
             _ => panic!("only dropped records"),
         })
         .collect();
-    assert_eq!(drops, vec![(5, 5, "ring_buffer_full"), (2, 8, "ring_buffer_full"), (1, 8, "undecodable")]);
+    assert_eq!(
+        drops,
+        vec![
+            (5, 5, DropReason::RingBufferFull),
+            (2, 8, DropReason::RingBufferFull),
+            (1, 8, DropReason::Undecodable)
+        ]
+    );
     let Record::Summary(s) = m.summary(4 * SEC) else { panic!() };
     assert_eq!(s.dropped_events, 8);
 }
@@ -272,7 +279,7 @@ fn a_process_in_a_pod_is_labelled_with_its_container() {
         ns_pid: Some(1),
         ..Default::default()
     };
-    m.apply(Input::Attach(info), &mut Vec::new());
+    m.apply(Input::Attach(Box::new(info)), &mut Vec::new());
     let s = snapshot(&mut m, 7, 2 * SEC);
     let c = s.container.expect("a container");
     assert_eq!(
@@ -299,7 +306,7 @@ fn in_cgroup(m: &mut Model, pid: u32, path: &str, cgroup_id: u64, ts_ns: u64) {
         cgroup_id,
         ..Default::default()
     };
-    m.apply(Input::Attach(info), &mut Vec::new());
+    m.apply(Input::Attach(Box::new(info)), &mut Vec::new());
 }
 
 fn gc(pid: u32, ts_ns: u64, collector: u32, pause_ns: u64) -> Input {
@@ -355,7 +362,7 @@ fn a_pid_attached_again_replaces_its_old_image() {
         origin: Origin::Exec,
         ..Default::default()
     };
-    m.apply(Input::Attach(info), &mut out);
+    m.apply(Input::Attach(Box::new(info)), &mut out);
     assert!(matches!(&out[..], [Record::Attach(a)] if a.origin == Origin::Exec && a.comm == "node"));
     let Record::Summary(s) = m.summary(3 * SEC) else { panic!() };
     assert_eq!(s.processes.len(), 2);
@@ -387,7 +394,7 @@ fn groups_aggregate_their_processes_gc_and_cgroup_memory() {
             cgroup_path: path.into(),
             usage_bytes: usage,
             limit_bytes: limit,
-            source: "v1".into(),
+            source: CgroupVersion::V1,
         })
     };
     m.apply(cg(pod_a, 100 * M, Some(256 * M)), &mut out);
@@ -395,8 +402,8 @@ fn groups_aggregate_their_processes_gc_and_cgroup_memory() {
     m.apply(cg(pod_b, 50 * M, None), &mut out);
     let mut snaps = Vec::new();
     m.snapshots(3 * SEC, &mut snaps);
-    let groups: Vec<&ContainerSnapshot> =
-        snaps.iter().filter_map(|r| if let Record::Container(c) = r { Some(c) } else { None }).collect();
+    let groups: Vec<&GroupSnapshot> =
+        snaps.iter().filter_map(|r| if let Record::Group(c) = r { Some(c) } else { None }).collect();
     assert_eq!(groups.len(), 2);
     let a = groups.iter().find(|g| g.cgroup_id == 101).unwrap();
     assert_eq!((a.processes, a.gc_count, a.gc_pause_ns), (2, 5, 5_000_000));
@@ -413,13 +420,13 @@ fn groups_aggregate_their_processes_gc_and_cgroup_memory() {
     let kinds: Vec<&str> = snaps
         .iter()
         .map(|r| match r {
-            Record::Container(_) => "group",
+            Record::Group(_) => "group",
             Record::Snapshot(_) => "process",
             _ => "other",
         })
         .collect();
     assert_eq!(kinds, ["group", "process", "group", "process", "process"]); // groups by path
     let Record::Summary(s) = m.summary(4 * SEC) else { panic!() };
-    let a = s.containers.iter().find(|c| c.snapshot.cgroup_id == 101).unwrap();
+    let a = s.groups.iter().find(|c| c.snapshot.cgroup_id == 101).unwrap();
     assert_eq!((a.major.count, a.minor.count), (2, 3));
 }

@@ -6,7 +6,10 @@ use heaptrace_common::{
     ProcCounters, gc_flags, kind, lifecycle_flags, mem_op,
 };
 
-use crate::core::{Event, EventKind, MemOp, input::GcPause};
+use crate::core::{
+    CallCounts, Event, EventKind, MemOp,
+    input::{GcPause, GcWork},
+};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum DecodeError {
@@ -20,13 +23,12 @@ pub enum DecodeError {
 }
 
 /// Reads a `#[repr(C)]` wire type from the start of `bytes`.
-fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+fn read<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
     if bytes.len() < size_of::<T>() {
         return None;
     }
     // SAFETY: the length is checked above; read_unaligned copes with any
-    // alignment; T is one of heaptrace-common's plain integer structs, for
-    // which every bit pattern is valid.
+    // alignment; `T: Pod` promises that every bit pattern is a valid T.
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
@@ -91,8 +93,8 @@ fn comm(raw: &[u8; 16]) -> String {
     String::from_utf8_lossy(&raw[..len]).into_owned()
 }
 
-pub fn call_counts(c: &ProcCounters) -> crate::core::CallCounts {
-    crate::core::CallCounts {
+pub fn call_counts(c: &ProcCounters) -> CallCounts {
+    CallCounts {
         mmap: c.calls[mem_op::MMAP as usize],
         munmap: c.calls[mem_op::MUNMAP as usize],
         mremap: c.calls[mem_op::MREMAP as usize],
@@ -102,8 +104,8 @@ pub fn call_counts(c: &ProcCounters) -> crate::core::CallCounts {
     }
 }
 
-pub fn gc_work(t: &GcTotals) -> crate::core::input::GcWork {
-    crate::core::input::GcWork {
+pub fn gc_work(t: &GcTotals) -> GcWork {
+    GcWork {
         marking_steps: t.marking_steps,
         marking_step_ns: t.marking_step_ns,
         marking_starts: t.marking_starts,
@@ -133,9 +135,9 @@ fn mem_op(e: &MemEvent) -> Result<MemOp, DecodeError> {
 mod tests {
     use super::*;
 
-    fn bytes<T: Copy>(v: &T) -> Vec<u8> {
-        // SAFETY: T is a plain #[repr(C)] struct of integers with explicit
-        // padding; viewing it as bytes for the length of T is sound.
+    fn bytes<T: aya::Pod>(v: &T) -> Vec<u8> {
+        // SAFETY: `T: Pod` has no padding bytes left uninitialised; viewing
+        // it as bytes for the length of T is sound.
         unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 

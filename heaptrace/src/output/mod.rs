@@ -33,5 +33,5 @@ pub struct CollectorStats {
     /// Processes whose GC probes could not be attached.
     pub probe_attach_failures: u64,
     /// What the model holds.
-    pub model: crate::core::model::ModelSize,
+    pub model: crate::core::record::ModelSize,
 }

@@ -222,6 +222,19 @@ impl Heaptrace {
         self.next_matching("fresh snapshot", is_fresh)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until `n` records match `pred` in all (counting those seen
+    /// already); returns them.
+    pub fn wait_for_count(&mut self, what: &str, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        while self.seen.iter().filter(|v| pred(v)).count() < n {
+            self.next_matching(what, &pred);
+        }
+        self.seen.iter().filter(|v| pred(v)).cloned().collect()
+    }
+
     /// Sends SIGINT and collects everything up to the end.
     pub fn stop(self) -> (ExitStatus, Vec<Value>) {
         // SAFETY: kill() on our own child's pid with a valid signal number.
@@ -324,4 +337,135 @@ pub fn trace_gc_count(output: &str) -> usize {
 /// Records of one type.
 pub fn of_type<'a>(records: &'a [Value], kind: &str) -> Vec<&'a Value> {
     records.iter().filter(|r| r["type"] == kind).collect()
+}
+
+/// Checks every 20 ms until `check` holds or `within` has passed; says
+/// whether it held. Never panics (guards use it while a test unwinds).
+pub fn wait_until(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `check` until it returns Some, or fails after `within` saying `what`.
+pub fn poll<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let mut found = None;
+    let held = wait_until(within, || {
+        found = check();
+        found.is_some()
+    });
+    assert!(held, "{what}: not within {within:?}");
+    found.unwrap()
+}
+
+/// A link to an official Node build under a name of its own (at most 15
+/// bytes: the kernel's comm), so that `--comm` selects this test's
+/// processes and no other node on the host. Returns (path, comm).
+pub fn unique_node(version: &str, tag: &str) -> (PathBuf, String) {
+    let comm = format!("n{tag}{}", std::process::id());
+    assert!(comm.len() <= 15, "{comm}: longer than a comm");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("unique-node");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(&comm);
+    let _ = std::fs::remove_file(&path);
+    let original = node_bin(version);
+    if std::fs::hard_link(&original, &path).is_err() {
+        std::fs::copy(&original, &path).unwrap();
+    }
+    (path, comm)
+}
+
+/// The v2 hierarchy's mount point (`/sys/fs/cgroup/unified` on hybrid hosts).
+pub fn cgroup_v2_root() -> PathBuf {
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|r| r.join("cgroup.procs").exists() && r.join("cgroup.controllers").exists())
+        .expect("a cgroup v2 hierarchy")
+}
+
+/// Cgroups a test makes, removed when it ends, panics included: once their
+/// processes are gone (polled, not slept for), deepest first.
+pub struct CgroupGuard {
+    dirs: Vec<PathBuf>,
+}
+
+impl CgroupGuard {
+    pub fn new() -> Self {
+        Self { dirs: Vec::new() }
+    }
+
+    /// Makes `dir` and any missing parents, all removed on drop.
+    pub fn make(&mut self, dir: &Path) -> PathBuf {
+        let mut missing = Vec::new();
+        let mut d = dir.to_path_buf();
+        while !d.exists() {
+            missing.push(d.clone());
+            if !d.pop() {
+                break;
+            }
+        }
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating cgroup {}: {e}", dir.display()));
+        self.dirs.extend(missing);
+        dir.to_path_buf()
+    }
+}
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        self.dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in &self.dirs {
+            // A killed process leaves its cgroup a moment after it is reaped.
+            let procs = d.join("cgroup.procs");
+            wait_until(Duration::from_secs(10), || {
+                std::fs::read_to_string(&procs).is_ok_and(|p| p.trim().is_empty())
+            });
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// The BPF programs a process holds (from its fds), by id, with names.
+pub fn bpf_programs_of(pid: u32) -> Vec<(u64, String)> {
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("prog_id:")) {
+            ids.push(id.trim().parse::<u64>().unwrap());
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    loaded_bpf_programs().into_iter().filter(|(id, _)| ids.contains(id)).collect()
+}
+
+/// Every BPF program loaded on the host, by id, with names (bpftool).
+pub fn loaded_bpf_programs() -> Vec<(u64, String)> {
+    let out =
+        Command::new("bpftool").args(["-j", "prog", "show"]).output().expect("bpftool (scripts/setup.sh)");
+    let all: Value = serde_json::from_slice(&out.stdout).expect("bpftool's JSON");
+    all.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_u64().unwrap(), p["name"].as_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
+/// Waits until none of these programs is loaded any more: the kernel frees
+/// a program a moment after its last reference goes (deferred release).
+/// Returns those still loaded after 5 s.
+pub fn still_loaded_after_release(programs: &[(u64, String)]) -> Vec<(u64, String)> {
+    let left = || {
+        let loaded = loaded_bpf_programs();
+        programs.iter().filter(|p| loaded.contains(p)).cloned().collect::<Vec<_>>()
+    };
+    wait_until(Duration::from_secs(5), || left().is_empty());
+    left()
 }

@@ -4,9 +4,9 @@
 use super::*;
 use crate::core::{
     container::{ContainerRef, Runtime},
+    gc::GcKind,
     input::Origin,
-    model::ModelSize,
-    record::{Attached, Exit, Gc},
+    record::{Attached, Exit, Gc, ModelSize},
 };
 
 const SEC: u64 = 1_000_000_000;
@@ -82,7 +82,7 @@ fn snapshot(pid: u32, rss_anon: u64, steps: u64, step_ns: u64) -> Snapshot {
     }
 }
 
-fn gc(pid: u32, kind: &'static str, pause_ns: u64) -> Record {
+fn gc(pid: u32, kind: GcKind, pause_ns: u64) -> Record {
     Record::Gc(Gc {
         ts: 1.0,
         pid,
@@ -124,7 +124,9 @@ fn gc_pauses_and_memory_per_container_with_cadvisor_labels() {
     let mut m = sink(false);
     attach(&mut m, 10);
     attach(&mut m, 11);
-    for (pid, kind, ns) in [(10, "minor", 400_000), (10, "minor", 2_000_000), (11, "major", 30_000_000)] {
+    for (pid, kind, ns) in
+        [(10, GcKind::Minor, 400_000), (10, GcKind::Minor, 2_000_000), (11, GcKind::Major, 30_000_000)]
+    {
         m.record(&gc(pid, kind, ns)).unwrap();
     }
     m.record(&Record::Snapshot(snapshot(10, 100 << 20, 0, 0))).unwrap();
@@ -172,7 +174,7 @@ fn gc_pauses_and_memory_per_container_with_cadvisor_labels() {
 fn per_process_series_carry_pid_and_comm() {
     let mut m = sink(true);
     attach(&mut m, 10);
-    m.record(&gc(10, "minor", 400_000)).unwrap();
+    m.record(&gc(10, GcKind::Minor, 400_000)).unwrap();
     tick(&mut m, SEC, 1);
     let text = m.encode();
     assert!(
@@ -187,7 +189,7 @@ fn per_process_series_carry_pid_and_comm() {
 fn gauges_go_with_the_process_and_counters_after_the_grace_period() {
     let mut m = sink(false);
     attach(&mut m, 10);
-    m.record(&gc(10, "minor", 400_000)).unwrap();
+    m.record(&gc(10, GcKind::Minor, 400_000)).unwrap();
     m.record(&Record::Snapshot(snapshot(10, 1 << 20, 0, 0))).unwrap();
     tick(&mut m, SEC, 1);
     assert!(m.encode().contains("heaptrace_process_resident_memory_bytes{"));
@@ -228,7 +230,7 @@ fn a_process_outside_containers_has_only_the_node_label() {
         ns_pid: Some(3),
     };
     m.record(&Record::Attach(a)).unwrap();
-    m.record(&gc(3, "major", 1_000_000)).unwrap();
+    m.record(&gc(3, GcKind::Major, 1_000_000)).unwrap();
     tick(&mut m, SEC, 1);
     assert!(
         m.encode().contains("heaptrace_nodejs_gc_duration_seconds_count{node=\"node-1\",kind=\"major\"} 1")
@@ -241,7 +243,7 @@ fn pauses_before_the_first_interval_are_kept() {
     // must count from that tick, not from time zero.
     let mut m = sink(false);
     attach(&mut m, 10);
-    m.record(&gc(10, "minor", 400_000)).unwrap();
+    m.record(&gc(10, GcKind::Minor, 400_000)).unwrap();
     tick(&mut m, 1_000_000 * SEC, 1);
     assert!(
         m.encode()

@@ -12,23 +12,22 @@
 //! stay for `grace` after their last update, so `rate()` and
 //! `histogram_quantile()` over the last minutes still see them, then go.
 
+mod families;
+
 use std::{
     collections::{BTreeMap, HashMap},
     io,
-    sync::atomic::AtomicU64,
 };
 
-use prometheus_client::{
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
-    registry::Registry,
-};
+use families::Families;
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use crate::{
     core::{
         Record,
         container::ContainerRef,
-        record::{ContainerSnapshot, Snapshot},
+        record::{GroupSnapshot, MappingOp, Snapshot},
     },
     output::{CollectorStats, Sink},
 };
@@ -49,10 +48,6 @@ const MAX_WORK_OBSERVATIONS: u64 = 100_000;
 /// The stamp of a series updated since the last tick.
 const UPDATED_THIS_INTERVAL: u64 = 0;
 
-fn gc_histogram() -> Histogram {
-    Histogram::new(GC_BUCKETS)
-}
-
 #[derive(Clone, Debug)]
 pub struct MetricsConfig {
     /// The `node` label: the Kubernetes node (downward API) or host name.
@@ -63,32 +58,6 @@ pub struct MetricsConfig {
     pub grace_ns: u64,
     /// Metric name prefix (without the trailing `_`).
     pub prefix: String,
-}
-
-type FloatGauge = Gauge<f64, AtomicU64>;
-
-struct Families {
-    gc_duration: Family<Labels, Histogram, fn() -> Histogram>,
-    gc_reclaimed: Family<Labels, Counter>,
-    heap_after_major: Family<Labels, Gauge>,
-    heap_limit: Family<Labels, Gauge>,
-    resident: Family<Labels, Gauge>,
-    committed: Family<Labels, Gauge>,
-    mapped: Family<Labels, Gauge>,
-    brk: Family<Labels, Gauge>,
-    growth: Family<Labels, FloatGauge>,
-    processes: Family<Labels, Gauge>,
-    large_allocations: Family<Labels, Counter>,
-    oom_kills: Family<Labels, Counter>,
-    cgroup_usage: Family<Labels, Gauge>,
-    cgroup_limit: Family<Labels, Gauge>,
-    cgroup_headroom: Family<Labels, Gauge>,
-    events: Counter,
-    dropped: Counter,
-    attach_failures: Counter,
-    traced: Gauge,
-    cpu: Counter<f64, AtomicU64>,
-    rss: Gauge,
 }
 
 /// What the agent remembers of one live process.
@@ -109,7 +78,7 @@ pub struct MetricsSink {
     /// cgroup gauges' label sets at the last tick.
     cgroup_gauges: Vec<Labels>,
     /// The latest group records, for the JSON endpoint.
-    groups: BTreeMap<String, ContainerSnapshot>,
+    groups: BTreeMap<String, GroupSnapshot>,
     /// Time of this interval's group records, if any came.
     group_ts: Option<f64>,
     last_stats: CollectorStats,
@@ -124,111 +93,14 @@ pub struct MetricsSink {
 #[derive(Serialize)]
 pub struct Findings<'a> {
     pub node: &'a str,
-    pub groups: Vec<&'a ContainerSnapshot>,
+    pub groups: Vec<&'a GroupSnapshot>,
     pub processes: Vec<&'a Snapshot>,
 }
 
 impl MetricsSink {
     pub fn new(cfg: MetricsConfig) -> Self {
         let mut registry = Registry::with_prefix(cfg.prefix.clone());
-        let f = Families {
-            gc_duration: Family::new_with_constructor(gc_histogram),
-            gc_reclaimed: Family::default(),
-            heap_after_major: Family::default(),
-            heap_limit: Family::default(),
-            resident: Family::default(),
-            committed: Family::default(),
-            mapped: Family::default(),
-            brk: Family::default(),
-            growth: Family::default(),
-            processes: Family::default(),
-            large_allocations: Family::default(),
-            oom_kills: Family::default(),
-            cgroup_usage: Family::default(),
-            cgroup_limit: Family::default(),
-            cgroup_headroom: Family::default(),
-            events: Counter::default(),
-            dropped: Counter::default(),
-            attach_failures: Counter::default(),
-            traced: Gauge::default(),
-            cpu: Counter::default(),
-            rss: Gauge::default(),
-        };
-        let r = &mut registry;
-        r.register(
-            "nodejs_gc_duration_seconds",
-            "V8 garbage-collection pauses by kind (minor, major), and main-thread GC work outside them \
-             (incremental: marking steps; weakcb: weak callbacks)",
-            f.gc_duration.clone(),
-        );
-        r.register(
-            "nodejs_gc_reclaimed_bytes",
-            "Heap bytes freed by GC pauses, by kind",
-            f.gc_reclaimed.clone(),
-        );
-        r.register(
-            "nodejs_heap_used_after_major_gc_bytes",
-            "V8 heap used after the last major GC (summed over a group's processes)",
-            f.heap_after_major.clone(),
-        );
-        r.register(
-            "nodejs_heap_size_limit_bytes",
-            "V8 old-generation limit set with --max-old-space-size (only for processes started with it)",
-            f.heap_limit.clone(),
-        );
-        r.register(
-            "process_resident_memory_bytes",
-            "Resident memory of traced processes, by type (anon, file, shmem)",
-            f.resident.clone(),
-        );
-        r.register(
-            "process_committed_bytes",
-            "Bytes mapped through mmap/mremap that are not PROT_NONE",
-            f.committed.clone(),
-        );
-        r.register("process_mapped_bytes", "Bytes mapped through mmap/mremap", f.mapped.clone());
-        r.register("process_brk_bytes", "Size of the brk heap (malloc's main arena)", f.brk.clone());
-        r.register(
-            "process_resident_memory_growth_bytes_per_second",
-            "RSS growth since each process was first traced, over that time",
-            f.growth.clone(),
-        );
-        r.register("traced_processes", "Traced processes per group", f.processes.clone());
-        r.register(
-            "large_allocations",
-            "mmap and mremap calls at or above the large-mapping threshold",
-            f.large_allocations.clone(),
-        );
-        r.register(
-            "oom_kills",
-            "Traced processes killed for lack of memory, by source (kernel: the OOM killer)",
-            f.oom_kills.clone(),
-        );
-        r.register(
-            "container_memory_usage_bytes",
-            "The cgroup's own memory accounting (memory.current, or v1 memory.usage_in_bytes)",
-            f.cgroup_usage.clone(),
-        );
-        r.register(
-            "container_memory_limit_bytes",
-            "The cgroup's memory limit (memory.max, or v1 memory.limit_in_bytes); absent when unlimited",
-            f.cgroup_limit.clone(),
-        );
-        r.register("container_memory_headroom_bytes", "Memory limit minus usage", f.cgroup_headroom.clone());
-        r.register("events", "Kernel events decoded by the agent", f.events.clone());
-        r.register(
-            "events_dropped",
-            "Kernel events lost (ring buffer full) or undecodable",
-            f.dropped.clone(),
-        );
-        r.register(
-            "probe_attach_failures",
-            "Processes whose V8 GC probes could not be attached",
-            f.attach_failures.clone(),
-        );
-        r.register("agent_traced_processes", "Processes the agent traces now", f.traced.clone());
-        r.register("agent_cpu_seconds", "CPU time the agent has used", f.cpu.clone());
-        r.register("agent_resident_memory_bytes", "The agent's own resident memory", f.rss.clone());
+        let f = Families::register(&mut registry);
         Self {
             cfg,
             registry,
@@ -323,6 +195,14 @@ impl MetricsSink {
     /// Sets the gauges from the latest snapshots and group records, and lets
     /// go of series past their time.
     fn publish(&mut self) {
+        self.publish_process_gauges();
+        self.publish_cgroup_gauges();
+        self.expire_cumulative();
+    }
+
+    /// Memory gauges per series (a group, or a process with
+    /// `--per-process`): sums over its processes' latest snapshots.
+    fn publish_process_gauges(&mut self) {
         #[derive(Default)]
         struct Sums {
             anon: i64,
@@ -381,8 +261,10 @@ impl MetricsSink {
             }
         }
         self.gauges = sums.into_keys().collect();
+    }
 
-        // The cgroups' own figures, per group.
+    /// The cgroups' own figures, per group.
+    fn publish_cgroup_gauges(&mut self) {
         let mut cgroup_now = Vec::new();
         for g in self.groups.values() {
             let labels = self.group_labels(g.container.as_ref());
@@ -409,8 +291,10 @@ impl MetricsSink {
             }
         }
         self.cgroup_gauges = cgroup_now;
+    }
 
-        // Cumulative series past their grace period.
+    /// Cumulative series go once past their grace period.
+    fn expire_cumulative(&mut self) {
         let now = self.now_ns;
         for seen in self.cumulative.values_mut() {
             if *seen == UPDATED_THIS_INTERVAL {
@@ -500,7 +384,7 @@ impl Sink for MetricsSink {
                 self.procs.insert(a.pid, Proc { series, last: None });
             }
             Record::Snapshot(s) => self.on_snapshot(s),
-            Record::Container(c) => {
+            Record::Group(c) => {
                 self.group_ts = Some(c.ts);
                 self.groups.insert(c.cgroup_path.clone(), c.clone());
             }
@@ -509,7 +393,7 @@ impl Sink for MetricsSink {
                     Some(p) => p.series.clone(),
                     None => self.series_labels(g.pid, "", g.container.as_ref()),
                 };
-                let labels = Self::with(&series, "kind", g.kind);
+                let labels = Self::with(&series, "kind", g.kind.name());
                 self.f.gc_duration.get_or_create(&labels).observe(g.pause_ns as f64 / 1e9);
                 self.f
                     .gc_reclaimed
@@ -517,7 +401,7 @@ impl Sink for MetricsSink {
                     .inc_by(g.heap_before_bytes.saturating_sub(g.heap_after_bytes));
                 self.touch(&labels);
             }
-            Record::Mapping(m) if m.op != "munmap" => {
+            Record::Mapping(m) if m.op != MappingOp::Munmap => {
                 if let Some(series) = self.procs.get(&m.pid).map(|p| p.series.clone()) {
                     self.f.large_allocations.get_or_create(&series).inc();
                     self.touch(&series);
@@ -528,7 +412,7 @@ impl Sink for MetricsSink {
                     Some(p) => p.series.clone(),
                     None => self.series_labels(o.pid, &o.comm, o.container.as_ref()),
                 };
-                let labels = Self::with(&series, "source", o.source);
+                let labels = Self::with(&series, "source", o.source.name());
                 self.f.oom_kills.get_or_create(&labels).inc();
                 self.touch(&labels);
             }

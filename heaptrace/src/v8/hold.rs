@@ -1,9 +1,10 @@
 //! Holding a just-exec'd process still while its GC probes are attached.
 //!
-//! Probes are attached per binary, so every process of a binary heaptrace
-//! has seen is covered from its first instruction. The first process of a
-//! binary it has not seen must wait for the symbol tables to be read (about
-//! 200 ms for node), while node's first GC can come 25 ms after start.
+//! With a selection, probes are attached per binary, so every process of a
+//! binary heaptrace has seen is covered from its first instruction. The
+//! first process of a binary it has not seen must wait for the symbol
+//! tables to be read (about 200 ms for node), while node's first GC can
+//! come 25 ms after start.
 //! That process is stopped with ptrace (`PTRACE_SEIZE` + `PTRACE_INTERRUPT`)
 //! rather than SIGSTOP: a ptrace stop is reported only to the tracer, so the
 //! parent (a shell, a container runtime) never sees a stopped child.

@@ -1,8 +1,9 @@
-//! What is traced, as the system sees it: process facts from `/proc`. This
-//! is an edge: it does I/O and hands plain values to the core.
+//! The host as heaptrace sees it: process facts from `/proc`, the
+//! selection rules and the `/proc` scan ([`select`]), cgroups ([`cgroup`])
+//! and container names ([`names`]). This is an edge: it does I/O and hands
+//! plain values to the collector and the core.
 
 pub mod cgroup;
-pub mod hold;
 pub mod names;
 pub mod select;
 
@@ -10,9 +11,9 @@ use thiserror::Error;
 
 use crate::core::{Mapping, ProcStatus, ProcessInfo};
 
-/// Problems finding or reading a target process.
+/// Problems finding or reading a process.
 #[derive(Debug, Error)]
-pub enum TargetError {
+pub enum ProcessError {
     /// The pid names no running process.
     #[error("no process with pid {0} (check the pid with `ps -p {0}`)")]
     NoSuchProcess(u32),
@@ -28,35 +29,35 @@ pub enum TargetError {
     Unreadable { pid: u32, file: &'static str, reason: String },
 }
 
-fn proc_error(pid: u32, file: &'static str, e: procfs::ProcError) -> TargetError {
+fn proc_error(pid: u32, file: &'static str, e: procfs::ProcError) -> ProcessError {
     match e {
-        procfs::ProcError::PermissionDenied(_) => TargetError::Refused { pid, file },
-        procfs::ProcError::NotFound(_) => TargetError::NoSuchProcess(pid),
-        procfs::ProcError::Io(io, _) => TargetError::Unreadable { pid, file, reason: io.to_string() },
-        other => TargetError::Unreadable { pid, file, reason: other.to_string() },
+        procfs::ProcError::PermissionDenied(_) => ProcessError::Refused { pid, file },
+        procfs::ProcError::NotFound(_) => ProcessError::NoSuchProcess(pid),
+        procfs::ProcError::Io(io, _) => ProcessError::Unreadable { pid, file, reason: io.to_string() },
+        other => ProcessError::Unreadable { pid, file, reason: other.to_string() },
     }
 }
 
-/// Fails with [`TargetError::NoSuchProcess`] unless `pid` is a live process
+/// Fails with [`ProcessError::NoSuchProcess`] unless `pid` is a live process
 /// (not a zombie, not a thread id).
-pub fn check_exists(pid: u32) -> Result<(), TargetError> {
-    let p = procfs::process::Process::new(pid as i32).map_err(|_| TargetError::NoSuchProcess(pid))?;
-    let stat = p.stat().map_err(|_| TargetError::NoSuchProcess(pid))?;
+pub fn check_exists(pid: u32) -> Result<(), ProcessError> {
+    let p = procfs::process::Process::new(pid as i32).map_err(|_| ProcessError::NoSuchProcess(pid))?;
+    let stat = p.stat().map_err(|_| ProcessError::NoSuchProcess(pid))?;
     let is_thread_group_leader = std::fs::metadata(format!("/proc/{pid}/task/{pid}")).is_ok()
         && p.status().map(|s| s.tgid == pid as i32).unwrap_or(false);
     if stat.state == 'Z' || stat.state == 'X' || !is_thread_group_leader {
-        return Err(TargetError::NoSuchProcess(pid));
+        return Err(ProcessError::NoSuchProcess(pid));
     }
     Ok(())
 }
 
 /// Everything the core needs at attach: comm, brk, existing mappings, RSS.
-pub fn process_info(pid: u32, ts_ns: u64) -> Result<ProcessInfo, TargetError> {
+pub fn process_info(pid: u32, ts_ns: u64) -> Result<ProcessInfo, ProcessError> {
     check_exists(pid)?;
-    let p = procfs::process::Process::new(pid as i32).map_err(|_| TargetError::NoSuchProcess(pid))?;
+    let p = procfs::process::Process::new(pid as i32).map_err(|_| ProcessError::NoSuchProcess(pid))?;
     let unreadable = |file| move |e| proc_error(pid, file, e);
     let stat = p.stat().map_err(unreadable("stat"))?;
-    let status = read_status(pid).ok_or(TargetError::NoSuchProcess(pid))?;
+    let status = read_status(pid).ok_or(ProcessError::NoSuchProcess(pid))?;
     let maps = p.maps().map_err(unreadable("maps"))?;
 
     let start_brk = stat.start_brk.unwrap_or(0);

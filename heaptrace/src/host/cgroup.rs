@@ -9,7 +9,7 @@ use std::{
     sync::OnceLock,
 };
 
-use crate::core::input::CgroupSample;
+use crate::core::input::{CgroupSample, CgroupVersion};
 
 /// v1 reports "no limit" as a huge page-rounded number.
 const V1_UNLIMITED_FROM: u64 = 1 << 62;
@@ -73,7 +73,7 @@ pub fn memory(path: &str, pid: u32, ts_ns: u64) -> Option<CgroupSample> {
             cgroup_path: path.to_owned(),
             usage_bytes: usage,
             limit_bytes: limit,
-            source: "v2".into(),
+            source: CgroupVersion::V2,
         });
     }
     let root = mounts().v1_memory.as_ref()?;
@@ -97,6 +97,6 @@ pub fn memory(path: &str, pid: u32, ts_ns: u64) -> Option<CgroupSample> {
         cgroup_path: path.to_owned(),
         usage_bytes: usage,
         limit_bytes: limit,
-        source: "v1".into(),
+        source: CgroupVersion::V1,
     })
 }

@@ -1,0 +1,154 @@
+//! The second stage: parsed flags → a validated [`Config`], with errors
+//! that name the flag and say what was expected.
+
+use std::time::Duration;
+
+use clap::ValueEnum;
+
+use super::{AgentArgs, SelectionArgs, TraceArgs, TracingArgs};
+use crate::{
+    host::select::{COMM_MAX, Selection},
+    kernel::MemHookChoice,
+};
+
+/// Shortest sampling interval: below this, /proc reads start to cost.
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Readable lines and a summary.
+    Text,
+    /// JSON Lines, one object per record (docs/json-output.md).
+    Json,
+}
+
+/// A validated configuration of the collector.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub selection: Selection,
+    pub duration: Option<Duration>,
+    pub interval: Duration,
+    pub output: OutputFormat,
+    pub large_threshold: u64,
+    pub mem_hook: MemHookChoice,
+    pub ring_buffer_bytes: u32,
+    pub verbose: bool,
+    /// How often the ring buffer is drained when the kernel does not wake
+    /// the collector (frequent events are submitted without wakeups):
+    /// 20 ms for `heaptrace trace`, whose event lines should be prompt;
+    /// 100 ms for the agent, whose output is scraped every few seconds.
+    pub drain_every: Duration,
+}
+
+impl Config {
+    /// `heaptrace trace`.
+    pub fn trace(args: TraceArgs) -> Result<Self, String> {
+        let mut config = Self::tracing(args.select, args.tracing)?;
+        config.duration = args.duration;
+        config.output = args.output;
+        Ok(config)
+    }
+
+    /// `heaptrace agent`: `--comm node` unless told what to trace.
+    pub fn agent(args: &AgentArgs) -> Result<Self, String> {
+        let prefix = &args.metric_prefix;
+        if prefix.is_empty()
+            || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || prefix.starts_with(|c: char| c.is_ascii_digit())
+        {
+            return Err(format!(
+                "--metric-prefix {prefix:?}: expected letters, digits and _ (not starting with a digit)"
+            ));
+        }
+        let mut select = args.select.clone();
+        let by_property = select.all
+            || !select.comms.is_empty()
+            || !select.containers.is_empty()
+            || !select.cgroups.is_empty();
+        if !by_property {
+            select.comms = vec!["node".to_owned()];
+        }
+        let mut config = Self::tracing(select, args.tracing.clone())?;
+        config.output = OutputFormat::Json;
+        // Scraped every few seconds: 100 ms of staleness costs nothing, and
+        // waking five times less often is most of the idle agent's CPU. The
+        // 4 MiB buffer holds ~45k events, 100 ms of far more than a busy
+        // node makes; exec and exit events still wake the agent at once.
+        config.drain_every = Duration::from_millis(100);
+        Ok(config)
+    }
+
+    /// What both share: the selection and how tracing runs.
+    fn tracing(select: SelectionArgs, tracing: TracingArgs) -> Result<Self, String> {
+        if tracing.interval < MIN_INTERVAL {
+            return Err(format!("--interval must be at least {}", humantime::format_duration(MIN_INTERVAL)));
+        }
+        if tracing.large_threshold == 0 {
+            return Err("--large-threshold must be greater than zero".into());
+        }
+        let page = crate::clock::page_size();
+        let ring_buffer_bytes = u32::try_from(tracing.ring_buffer)
+            .ok()
+            .filter(|&b| b.is_power_of_two() && u64::from(b) >= page)
+            .ok_or_else(|| format!("--ring-buffer must be a power of two from {page} bytes to 2GiB"))?;
+        Ok(Self {
+            selection: selection(select)?,
+            duration: None,
+            interval: tracing.interval,
+            output: OutputFormat::Text,
+            large_threshold: tracing.large_threshold,
+            mem_hook: tracing.mem_hook,
+            ring_buffer_bytes,
+            verbose: tracing.verbose,
+            drain_every: Duration::from_millis(20),
+        })
+    }
+}
+
+fn selection(args: SelectionArgs) -> Result<Selection, String> {
+    let mut pids = args.pids;
+    pids.sort_unstable();
+    pids.dedup();
+    for comm in &args.comms {
+        if comm.is_empty() || comm.contains('/') {
+            return Err(format!("--comm {comm:?}: expected a command name such as node (not a path)"));
+        }
+        if comm.len() > COMM_MAX {
+            return Err(format!(
+                "--comm {comm:?}: the kernel keeps only the first {COMM_MAX} bytes of a command name; \
+                 use --comm {:?}",
+                String::from_utf8_lossy(&comm.as_bytes()[..COMM_MAX])
+            ));
+        }
+    }
+    let mut containers = Vec::new();
+    for id in &args.containers {
+        let id = id.to_ascii_lowercase();
+        if id.len() < 4 || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "--container {id:?}: expected a container id or a prefix of at least 4 hex digits \
+                 (as `docker ps` or `crictl ps` show)"
+            ));
+        }
+        containers.push(id);
+    }
+    let cgroups = args.cgroups.iter().map(|path| normalize_cgroup(path)).collect::<Result<_, _>>()?;
+    Ok(Selection { pids, all: args.all, comms: args.comms, containers, cgroups })
+}
+
+/// A `--cgroup` value as a v2 path ("/a/b"): given as in /proc/PID/cgroup
+/// or as a directory under the v2 mount. It must exist.
+fn normalize_cgroup(given: &str) -> Result<String, String> {
+    let root = crate::host::cgroup::v2_root()
+        .ok_or_else(|| "--cgroup: this host has no cgroup v2 hierarchy mounted".to_owned())?;
+    let rel = std::path::Path::new(given).strip_prefix(root).map(|p| p.to_string_lossy().into_owned());
+    let rel = rel.unwrap_or_else(|_| given.to_owned());
+    let path = format!("/{}", rel.trim_matches('/'));
+    if !root.join(path.trim_start_matches('/')).is_dir() {
+        return Err(format!(
+            "--cgroup {given}: no such cgroup under {} (see the 0:: line of /proc/PID/cgroup)",
+            root.display()
+        ));
+    }
+    Ok(path)
+}

@@ -1,0 +1,218 @@
+//! Command-line flags, parsed in two stages: clap turns text into typed
+//! values; [`config`] checks how they fit together.
+//!
+//! `heaptrace [trace] …` (the default: every command line without a
+//! subcommand is a `trace`) and `heaptrace agent …` share one set of
+//! selection flags ([`SelectionArgs`]) and one of tracing flags
+//! ([`TracingArgs`]). The agent differs in defaults (a longer interval, a
+//! smaller ring buffer) and gives every flag an environment variable,
+//! `HEAPTRACE_<FLAG>`, for a DaemonSet's `env:`; [`command`] applies both
+//! to the shared definitions, so they cannot drift apart. Subcommands to
+//! come (`heaptrace heap`, `heaptrace report`) are variants of [`Command`].
+
+mod config;
+#[cfg(test)]
+mod tests;
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Arg, ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+pub use config::{Config, OutputFormat};
+
+use crate::{kernel::MemHookChoice, units};
+
+const EXAMPLES: &str = "Examples:
+  sudo heaptrace --pid 4242
+  sudo heaptrace --comm node            # every node process, including ones started later
+  sudo heaptrace --container 3f4e1d2c   # one container, by id prefix
+  sudo heaptrace --all -o json > host.jsonl
+  sudo heaptrace agent                  # Prometheus metrics for every node process
+
+--comm and --container/--cgroup combine like pgrep's options (all must match);
+repeating one flag gives alternatives; --pid adds processes outright.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "heaptrace",
+    version,
+    about = "Trace why a running process's memory grows, live, with eBPF (no restart, no flags).",
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `heaptrace …` without a subcommand is `heaptrace trace …`.
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace processes and print what their memory and GC do (the default).
+    #[command(after_help = EXAMPLES)]
+    Trace(TraceArgs),
+    /// Trace Node.js processes host-wide and serve Prometheus metrics
+    /// (/metrics), /healthz and /findings.
+    #[command(after_help = "By default the agent traces processes named node (--comm node).\n\
+                      Every flag has an environment variable, HEAPTRACE_<FLAG> (lists comma-separated).\n\
+                      Example:\n  sudo heaptrace agent --listen 0.0.0.0:9464")]
+    Agent(AgentArgs),
+}
+
+impl Cli {
+    /// The subcommand to run (`trace` when none was given).
+    pub fn into_command(self) -> Command {
+        self.command.unwrap_or(Command::Trace(self.trace))
+    }
+}
+
+/// Which processes to trace. `--comm` and the cgroup filters combine like
+/// pgrep's options; `--pid` adds processes outright.
+#[derive(Debug, Clone, Args)]
+pub struct SelectionArgs {
+    /// Process to trace (repeat for several).
+    #[arg(short, long = "pid", value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pids: Vec<u32>,
+
+    /// Trace every process on the host, including ones started later.
+    #[arg(short = 'a', long, conflicts_with_all = ["comms", "containers", "cgroups"])]
+    pub all: bool,
+
+    /// Trace processes with this command name (as in `ps -o comm`), from
+    /// exec on, including ones started later (repeat for several).
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+
+    /// Trace the processes of a container, by id or id prefix (docker,
+    /// containerd, CRI-O, podman; repeat for several).
+    #[arg(long = "container", value_name = "ID")]
+    pub containers: Vec<String>,
+
+    /// Trace the processes of a cgroup and its descendants: a path in the
+    /// v2 hierarchy, as in /proc/PID/cgroup (e.g. /kubepods.slice/...).
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroups: Vec<String>,
+}
+
+/// How tracing runs. The defaults are `heaptrace trace`'s; the agent's are
+/// set in [`command`].
+#[derive(Debug, Clone, Args)]
+pub struct TracingArgs {
+    /// Time between snapshots (the agent: between samples of /proc and the
+    /// cgroups).
+    #[arg(short, long, value_name = "DURATION", default_value = "1s", value_parser = units::parse_duration)]
+    pub interval: Duration,
+
+    /// Report every mmap, mremap or munmap at least this large.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = units::parse_size)]
+    pub large_threshold: u64,
+
+    /// How to hook memory syscalls. `auto` takes the cheapest this kernel allows.
+    #[arg(long, value_enum, default_value_t = MemHookChoice::Auto)]
+    pub mem_hook: MemHookChoice,
+
+    /// Size of the kernel-to-collector ring buffer (a power of two, at least
+    /// one page). Events that do not fit are counted and reported.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = units::parse_size)]
+    pub ring_buffer: u64,
+
+    /// Say how tracing was set up (hooks, kernel notes, processes skipped)
+    /// on stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("selection").required(true).multiple(true).args(["pids", "all", "comms", "containers", "cgroups"])))]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub select: SelectionArgs,
+
+    /// Stop after this long (e.g. 30s, 5m). Default: until Ctrl-C or until
+    /// every traced process has exited.
+    #[arg(short, long, value_name = "DURATION", value_parser = units::parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    #[command(flatten)]
+    pub tracing: TracingArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// Address to serve on; a pod IP and port in a DaemonSet.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub select: SelectionArgs,
+
+    /// The `node` label (in Kubernetes: spec.nodeName from the downward
+    /// API). Default: the host name.
+    #[arg(long)]
+    pub node_name: Option<String>,
+
+    /// Series per process, with `pid` and `comm` labels (many more series:
+    /// off by default).
+    #[arg(long)]
+    pub per_process: bool,
+
+    /// How long counters and histograms of exited processes and containers
+    /// stay after their last update.
+    #[arg(long, default_value = "5m", value_parser = units::parse_duration)]
+    pub series_grace: Duration,
+
+    /// Metric name prefix.
+    #[arg(long, default_value = "heaptrace")]
+    pub metric_prefix: String,
+
+    #[command(flatten)]
+    pub tracing: TracingArgs,
+}
+
+/// The full command definition: the derived one, with the agent's
+/// defaults and environment variables applied.
+pub fn command() -> clap::Command {
+    Cli::command().mut_subcommand("agent", |agent| {
+        agent
+            // Scraped every few seconds: a 1 s interval would cost CPU for
+            // nothing.
+            .mut_arg("interval", |a| a.default_value("5s"))
+            // The agent's memory budget counts the ring buffer.
+            .mut_arg("ring_buffer", |a| a.default_value("4MiB"))
+            .mut_args(with_env)
+    })
+}
+
+/// `--node-name` reads `HEAPTRACE_NODE_NAME`, and so on; a list flag takes
+/// a comma-separated list there.
+fn with_env(arg: Arg) -> Arg {
+    let Some(long) = arg.get_long() else { return arg };
+    let env = format!("HEAPTRACE_{}", long.to_ascii_uppercase().replace('-', "_"));
+    let list = matches!(arg.get_action(), ArgAction::Append);
+    // The value is not shown in --help: it may be set on the machine that
+    // prints the help, and that is not the default.
+    let arg = arg.env(env).hide_env_values(true);
+    if list { arg.value_delimiter(',') } else { arg }
+}
+
+/// Parses the process's arguments; on bad flags, prints clap's message and
+/// exits 2 (0 for `--help` and `--version`).
+pub fn parse() -> Cli {
+    parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+}
+
+pub fn parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let mut matches = command().try_get_matches_from(args)?;
+    Cli::from_arg_matches_mut(&mut matches)
+}

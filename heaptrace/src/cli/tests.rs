@@ -1,0 +1,163 @@
+use std::{path::PathBuf, time::Duration};
+
+use super::*;
+
+fn parse(args: &[&str]) -> Result<Config, String> {
+    let cli =
+        parse_from(std::iter::once("heaptrace").chain(args.iter().copied())).map_err(|e| e.to_string())?;
+    match cli.into_command() {
+        Command::Trace(args) => Config::trace(args),
+        Command::Agent(args) => Config::agent(&args),
+    }
+}
+
+#[test]
+fn the_definition_is_consistent() {
+    command().debug_assert();
+}
+
+/// `heaptrace --help` and `heaptrace agent --help`, pinned: a change to a
+/// flag shows here. `HEAPTRACE_BLESS=1 cargo test` rewrites the files.
+#[test]
+fn help_is_pinned() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/cli/help");
+    for (file, sub) in [("heaptrace.txt", None), ("agent.txt", Some("agent"))] {
+        let mut cmd = command().term_width(100);
+        let help = match sub {
+            None => cmd.render_long_help().to_string(),
+            Some(name) => {
+                cmd.build();
+                cmd.find_subcommand_mut(name).unwrap().render_long_help().to_string()
+            }
+        };
+        let path = dir.join(file);
+        if std::env::var_os("HEAPTRACE_BLESS").is_some() {
+            std::fs::write(&path, &help).unwrap();
+        }
+        let pinned = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(help, pinned, "{} changed (HEAPTRACE_BLESS=1 cargo test rewrites it)", path.display());
+    }
+}
+
+#[test]
+fn trace_is_the_default_subcommand() {
+    let plain = parse(&["--pid", "42"]).unwrap();
+    let explicit = parse(&["trace", "--pid", "42"]).unwrap();
+    assert_eq!(plain.selection, explicit.selection);
+    assert_eq!(plain.drain_every, Duration::from_millis(20));
+    // Flags of trace do not mix with a subcommand.
+    assert!(parse(&["--pid", "42", "agent"]).is_err());
+}
+
+#[test]
+fn defaults() {
+    let c = parse(&["--pid", "42"]).unwrap();
+    assert_eq!(c.selection.pids, vec![42]);
+    assert_eq!(c.interval, Duration::from_secs(1));
+    assert_eq!(c.duration, None);
+    assert_eq!(c.large_threshold, 1 << 20);
+    assert_eq!(c.output, OutputFormat::Text);
+    assert_eq!(c.mem_hook, MemHookChoice::Auto);
+    assert_eq!(c.ring_buffer_bytes, 16 << 20);
+}
+
+#[test]
+fn the_agent_shares_the_flags_with_its_own_defaults() {
+    let c = parse(&["agent"]).unwrap();
+    assert_eq!(c.selection.comms, vec!["node"], "--comm node by default");
+    assert_eq!(c.interval, Duration::from_secs(5));
+    assert_eq!(c.ring_buffer_bytes, 4 << 20);
+    assert_eq!(c.drain_every, Duration::from_millis(100));
+    assert_eq!(c.output, OutputFormat::Json);
+    let c = parse(&["agent", "--all", "--pid", "7", "-i", "2s"]).unwrap();
+    assert!(c.selection.all && c.selection.comms.is_empty());
+    assert_eq!((c.selection.pids.clone(), c.interval), (vec![7], Duration::from_secs(2)));
+    assert!(parse(&["agent", "--metric-prefix", "9x"]).unwrap_err().contains("--metric-prefix"));
+}
+
+#[test]
+fn every_agent_flag_has_an_environment_variable_and_trace_flags_have_none() {
+    let mut cmd = command();
+    cmd.build();
+    let agent = cmd.find_subcommand("agent").unwrap();
+    for arg in agent.get_arguments().filter(|a| a.get_long().is_some_and(|l| l != "help" && l != "version")) {
+        let long = arg.get_long().unwrap();
+        let want = format!("HEAPTRACE_{}", long.to_ascii_uppercase().replace('-', "_"));
+        assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(want.as_str()), "--{long}");
+    }
+    for arg in cmd.find_subcommand("trace").unwrap().get_arguments().chain(cmd.get_arguments()) {
+        assert!(arg.get_env().is_none(), "--{:?} of trace reads the environment", arg.get_long());
+    }
+    for name in ["HEAPTRACE_LISTEN", "HEAPTRACE_COMM", "HEAPTRACE_NODE_NAME", "HEAPTRACE_SERIES_GRACE"] {
+        assert!(
+            agent.get_arguments().any(|a| a.get_env().is_some_and(|e| e == name)),
+            "{name}: deploy/kubernetes and docs name it"
+        );
+    }
+}
+
+#[test]
+fn several_pids_and_options() {
+    let c = parse(&[
+        "-p",
+        "3",
+        "-p",
+        "2",
+        "--pid",
+        "3",
+        "-d",
+        "30s",
+        "-i",
+        "250ms",
+        "-o",
+        "json",
+        "--large-threshold",
+        "512k",
+    ])
+    .unwrap();
+    assert_eq!(c.selection.pids, vec![2, 3]);
+    assert_eq!(c.duration, Some(Duration::from_secs(30)));
+    assert_eq!(c.interval, Duration::from_millis(250));
+    assert_eq!(c.output, OutputFormat::Json);
+    assert_eq!(c.large_threshold, 512 << 10);
+}
+
+#[test]
+fn selections() {
+    let c = parse(&["--comm", "node", "--container", "ABCDEF12", "-p", "7"]).unwrap();
+    assert_eq!(c.selection.comms, vec!["node"]);
+    assert_eq!(c.selection.containers, vec!["abcdef12"]);
+    assert_eq!(c.selection.pids, vec![7]);
+    assert!(c.selection.follows());
+    assert!(parse(&["--all"]).unwrap().selection.all);
+    // Every host heaptrace supports mounts cgroup v2 (hybrid hosts too).
+    assert!(crate::host::cgroup::v2_root().is_some(), "no cgroup v2 hierarchy mounted");
+    assert_eq!(parse(&["--cgroup", "/"]).unwrap().selection.cgroups, vec!["/"]);
+}
+
+#[test]
+fn bad_values_name_the_flag_and_what_was_expected() {
+    let e = parse(&["--pid", "1", "--duration", "soon"]).unwrap_err();
+    assert!(e.contains("--duration") && e.contains("expected e.g. 30s"), "{e}");
+    let e = parse(&["--pid", "1", "--large-threshold", "huge"]).unwrap_err();
+    assert!(e.contains("--large-threshold") && e.contains("1MiB"), "{e}");
+    let e = parse(&["--pid", "0"]).unwrap_err();
+    assert!(e.contains("--pid"), "{e}");
+    let e = parse(&["--pid", "abc"]).unwrap_err();
+    assert!(e.contains("--pid"), "{e}");
+    assert!(parse(&[]).unwrap_err().contains("--pid"));
+    assert!(parse(&["trace"]).unwrap_err().contains("--pid"));
+    assert!(parse(&["--comm", "node", "--all"]).unwrap_err().contains("cannot be used with"));
+    assert!(parse(&["--comm", "/usr/bin/node"]).unwrap_err().contains("not a path"));
+    assert!(
+        parse(&["--comm", "a-very-long-command"]).unwrap_err().contains("use --comm \"a-very-long-com\"")
+    );
+    assert!(parse(&["--container", "xyz!"]).unwrap_err().contains("hex digits"));
+    assert!(parse(&["--container", "abc"]).unwrap_err().contains("at least 4"));
+    assert!(parse(&["--cgroup", "/no/such/cgroup/here"]).unwrap_err().contains("no such cgroup"));
+    assert!(parse(&["--pid", "1", "-i", "1ms"]).unwrap_err().contains("--interval must be at least 10ms"));
+    assert!(parse(&["--pid", "1", "--duration", "0s"]).unwrap_err().contains("greater than zero"));
+    assert!(parse(&["--pid", "1", "--ring-buffer", "3MiB"]).unwrap_err().contains("power of two"));
+    assert!(parse(&["--pid", "1", "--ring-buffer", "1k"]).unwrap_err().contains("power of two"));
+    assert_eq!(parse(&["--pid", "1", "--ring-buffer", "4KiB"]).unwrap().ring_buffer_bytes, 4096);
+}

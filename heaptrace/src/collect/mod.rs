@@ -1,0 +1,371 @@
+//! The collector: one task that owns the model and `select!`s over the ring
+//! buffer, a drain tick, the snapshot interval, the rescan, the deadline
+//! and signals. Every decision is [`lifecycle`]'s (pure, unit-tested); this
+//! loop does the I/O: it feeds events and facts in and carries the
+//! [`Action`]s out, against the kernel ([`Tracer`]), V8 ([`V8Support`]),
+//! `/proc` ([`host`]) and the model. Records go to the sink.
+
+pub mod lifecycle;
+
+use std::{collections::BTreeMap, io, time::Duration};
+
+use anyhow::{Context, Result};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    time::{Instant, MissedTickBehavior, interval, sleep_until},
+};
+
+use self::lifecycle::{Action, Admission, Lifecycle, TraceOutcome, TraceRequest};
+use crate::{
+    cli::Config,
+    clock,
+    core::{
+        Input, Model, ModelConfig, Record, Sample,
+        container::parse_cgroup_path,
+        input::Origin,
+        record::{SCHEMA_VERSION, Started},
+    },
+    host::{
+        self, ProcessError,
+        names::{self, ContainerNames},
+    },
+    kernel::Tracer,
+    output::{CollectorStats, Sink},
+    v8::V8Support,
+};
+
+/// How often a selection re-scans /proc, for processes that joined it
+/// without an exec or fork (moved into a selected cgroup, renamed) or whose
+/// exec event was lost.
+const RESCAN_EVERY: Duration = Duration::from_secs(10);
+
+/// Why tracing stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stop {
+    Deadline,
+    Signal,
+    AllExited,
+    /// The output's reader went away.
+    OutputClosed,
+}
+
+/// Traces what `config` selects until a stop condition, writing records to
+/// `sink`. Must run inside a tokio runtime.
+pub async fn run(config: Config, sink: &mut dyn Sink) -> Result<Stop> {
+    let selection = config.selection.clone();
+    // Unknown pids are refused before anything is loaded.
+    for &pid in &selection.pids {
+        host::check_exists(pid)?;
+    }
+    let tracer = Tracer::load(config.mem_hook, config.ring_buffer_bytes, &selection.kernel())?;
+    if config.verbose {
+        eprintln!("heaptrace: memory hook: {}", tracer.mem_hook());
+        for note in tracer.notes() {
+            eprintln!("heaptrace: note: {note}");
+        }
+    }
+    let model = Model::new(ModelConfig {
+        page_size: clock::page_size(),
+        large_threshold: config.large_threshold,
+        wall_offset_ns: clock::wall_offset_ns(),
+        mem_hook: tracer.mem_hook(),
+        group_all: selection.follows(),
+    });
+    let mut c = Collector {
+        tracer,
+        model,
+        sink,
+        v8: V8Support::new(selection.follows()),
+        lifecycle: Lifecycle::new(selection),
+        names: names::default_lookup(),
+        verbose: config.verbose,
+        out: Vec::new(),
+    };
+    c.begin()?;
+    let stop = match c.main_loop(&config).await.and_then(|stop| c.finish().map(|()| stop)) {
+        Ok(stop) => stop,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Stop::OutputClosed,
+        Err(e) => return Err(e).context("writing output"),
+    };
+    Ok(stop)
+}
+
+struct Collector<'a> {
+    tracer: Tracer,
+    model: Model,
+    sink: &'a mut dyn Sink,
+    v8: V8Support,
+    lifecycle: Lifecycle,
+    names: names::Chain,
+    verbose: bool,
+    /// Records made and not yet written.
+    out: Vec<Record>,
+}
+
+impl Collector<'_> {
+    /// Brings in the named processes and, for a selection, the running ones
+    /// it picks; then the `start` record.
+    fn begin(&mut self) -> Result<()> {
+        // Named processes: failing to read one is an error, not a warning.
+        self.run_actions(self.lifecycle.start())?;
+        let follows = self.lifecycle.selection().follows();
+        if follows {
+            self.rescan();
+            if !self.model.any_live() {
+                eprintln!("heaptrace: no matching process is running yet; waiting for one to start");
+            }
+        } else if !self.model.any_live() {
+            anyhow::bail!("none of the given processes is running any more");
+        }
+        let started = Record::Start(Started {
+            ts: clock::wall_now(),
+            schema_version: SCHEMA_VERSION,
+            selection: self.lifecycle.selection().describe(),
+            follows_new_processes: follows,
+            processes: self.model.live_pids().len(),
+            mem_hook: self.tracer.mem_hook(),
+        });
+        self.sink.record(&started).context("writing output")?;
+        self.emit().context("writing output")
+    }
+
+    async fn main_loop(&mut self, config: &Config) -> io::Result<Stop> {
+        let deadline = config.duration.map(|d| Instant::now() + d);
+        let mut snapshot_tick = interval(config.interval);
+        snapshot_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Frequent events are submitted without wakeups (see heaptrace-common),
+        // so this bounds how stale the event stream can be.
+        let mut drain_tick = interval(config.drain_every);
+        drain_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut rescan_tick = interval(RESCAN_EVERY);
+        rescan_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        snapshot_tick.tick().await; // the first tick is immediate: skip it
+        rescan_tick.tick().await;
+        let follows = self.lifecycle.selection().follows();
+
+        loop {
+            tokio::select! {
+                _ = sigint.recv() => return Ok(Stop::Signal),
+                _ = sigterm.recv() => return Ok(Stop::Signal),
+                _ = until(deadline) => return Ok(Stop::Deadline),
+                ready = self.tracer.readable() => {
+                    ready?;
+                    self.drain();
+                }
+                _ = drain_tick.tick() => self.drain(),
+                _ = snapshot_tick.tick() => {
+                    self.drain();
+                    self.sample();
+                    self.model.snapshots(clock::monotonic_ns(), &mut self.out);
+                    self.emit()?;
+                    self.sink.tick(&self.stats());
+                }
+                _ = rescan_tick.tick(), if follows => self.rescan(),
+            }
+            self.emit()?;
+            if !follows && !self.model.any_live() {
+                return Ok(Stop::AllExited);
+            }
+        }
+    }
+
+    /// Last drain and samples, then the summary; every process leaves the
+    /// kernel's traced set and loses its own probes (dropping the tracer
+    /// would detach them too; this says so where it happens).
+    fn finish(&mut self) -> io::Result<()> {
+        self.drain();
+        self.sample();
+        self.out.push(self.model.summary(clock::monotonic_ns()));
+        self.emit()?;
+        for pid in self.model.live_pids() {
+            self.tracer.untrace(pid);
+            self.v8.detach(pid, &mut self.tracer);
+        }
+        self.sink.flush()
+    }
+
+    /// Every waiting kernel event, through the lifecycle, one at a time (an
+    /// event's actions can change what the next one means).
+    fn drain(&mut self) {
+        let mut events = Vec::new();
+        self.tracer.drain(&mut events);
+        for event in events {
+            let model = &self.model;
+            let actions = self.lifecycle.on_event(event, &|pid| model.is_live(pid));
+            self.run_actions_at_runtime(actions);
+        }
+    }
+
+    /// Processes the selection picks that are not traced yet.
+    fn rescan(&mut self) {
+        let candidates = host::select::scan(self.lifecycle.selection());
+        let model = &self.model;
+        let actions = self.lifecycle.rescan(&candidates, &|pid| model.is_live(pid));
+        self.run_actions_at_runtime(actions);
+    }
+
+    /// Reads /proc and the kernel counters for every live process, the
+    /// cgroups' memory figures, and the drop counters.
+    fn sample(&mut self) {
+        let mut group_member: BTreeMap<String, u32> = BTreeMap::new();
+        for (pid, group) in self.model.live_pids_and_groups() {
+            let status = host::read_status(pid);
+            if status.is_some() && !group.is_empty() {
+                group_member.entry(group).or_insert(pid);
+            }
+            let sample = Sample {
+                pid,
+                ts_ns: clock::monotonic_ns(),
+                status,
+                calls: self.tracer.calls(pid).unwrap_or_default(),
+                gc_work: self.tracer.gc_work(pid),
+            };
+            let actions = self.lifecycle.sampled(sample);
+            self.run_actions_at_runtime(actions);
+        }
+        for (path, pid) in group_member {
+            if let Some(sample) = host::cgroup::memory(&path, pid, clock::monotonic_ns()) {
+                self.model.apply(Input::Cgroup(sample), &mut self.out);
+            }
+        }
+        let (kernel, undecodable) = self.tracer.drops();
+        self.model.apply(Input::Drops { ts_ns: clock::monotonic_ns(), kernel, undecodable }, &mut self.out);
+    }
+
+    /// After start, no action can fail: only named processes can, and they
+    /// are brought in by [`Self::begin`].
+    fn run_actions_at_runtime(&mut self, actions: Vec<Action>) {
+        if let Err(e) = self.run_actions(actions) {
+            eprintln!("heaptrace: {e}");
+        }
+    }
+
+    /// Carries out actions in order; an action's follow-ups run before the
+    /// next one.
+    fn run_actions(&mut self, actions: Vec<Action>) -> Result<(), ProcessError> {
+        for action in actions {
+            let follow_ups = match action {
+                Action::Apply(input) => {
+                    self.model.apply(input, &mut self.out);
+                    continue;
+                }
+                Action::Trace(request) => {
+                    let outcome = self.trace(&request);
+                    self.lifecycle.traced(request, outcome)?
+                }
+                Action::ReadCgroup { pid, seen } => {
+                    let path = host::select::cgroup_path_of(pid);
+                    self.lifecycle.cgroup_read(pid, seen, path.as_deref())
+                }
+                Action::SetCgroupVerdict { cgroup_id, selected } => {
+                    // A failed write only means the kernel asks again.
+                    let _ = self.tracer.set_cgroup_verdict(cgroup_id, selected);
+                    continue;
+                }
+                Action::Untrace(pid) => {
+                    self.tracer.untrace(pid);
+                    self.v8.detach(pid, &mut self.tracer);
+                    continue;
+                }
+                Action::DetachV8(pid) => {
+                    self.v8.detach(pid, &mut self.tracer);
+                    continue;
+                }
+                Action::RetryV8(pid) => {
+                    let probed = self.attach_v8(pid, "", false);
+                    self.lifecycle.v8_retried(pid, probed, clock::monotonic_ns())
+                }
+                Action::Say { text, verbose } => {
+                    if self.verbose || !verbose {
+                        eprintln!("heaptrace: {text}");
+                    }
+                    continue;
+                }
+            };
+            self.run_actions(follow_ups)?;
+        }
+        Ok(())
+    }
+
+    /// Brings one process in (see [`TraceRequest`]): into the kernel's
+    /// traced set first, then its baseline is read, so that events racing
+    /// the read are applied on top of it, which is idempotent. A just-exec'd
+    /// process of a binary not seen before is held still while its V8
+    /// probes go in (see `v8::hold`).
+    fn trace(&mut self, request: &TraceRequest) -> TraceOutcome {
+        let pid = request.pid;
+        let follow = match request.admission {
+            Admission::ByKernel => None,
+            Admission::Named => Some(false),
+            Admission::Selected => Some(true),
+        };
+        if let Some(follow) = follow
+            && let Err(e) = self.tracer.trace(pid, follow)
+        {
+            return TraceOutcome::KernelRefused(e.to_string());
+        }
+        let held = (request.origin == Origin::Exec).then(|| self.v8.hold_if_new(pid)).flatten();
+        if let Some(Err(why)) = &held
+            && self.verbose
+        {
+            eprintln!("heaptrace: pid {pid}: not held while its GC probes are attached ({why})");
+        }
+        let mut info = match host::process_info(pid, clock::monotonic_ns()) {
+            Ok(info) => info,
+            Err(ProcessError::NoSuchProcess(_)) => {
+                return TraceOutcome::Gone { ts_ns: clock::monotonic_ns() };
+            }
+            Err(e) => return TraceOutcome::Unreadable(e),
+        };
+        info.origin = request.origin;
+        info.container = info.cgroup_path.as_deref().and_then(parse_cgroup_path).map(|mut c| {
+            self.names.name(&mut c);
+            c
+        });
+        info.gc_probes = self.attach_v8(pid, &info.comm, request.admission == Admission::Named);
+        if let Some(Ok(h)) = &held
+            && self.verbose
+        {
+            eprintln!("heaptrace: pid {pid}: held {:.0} ms while its GC probes were attached", h.held_ms());
+        }
+        // Dropping the hold lets the process go.
+        drop(held);
+        TraceOutcome::Read(Box::new(info))
+    }
+
+    /// Attaches V8's probes to a process, saying what happened; memory
+    /// tracing goes on whatever the outcome. True if probes cover it.
+    fn attach_v8(&mut self, pid: u32, comm: &str, named: bool) -> bool {
+        let outcome = self.v8.attach(pid, &mut self.tracer);
+        for message in outcome.messages(pid, comm, named, self.verbose, self.v8.per_binary()) {
+            eprintln!("heaptrace: {message}");
+        }
+        outcome.probed()
+    }
+
+    fn stats(&self) -> CollectorStats {
+        let (kernel, undecodable) = self.tracer.drops();
+        CollectorStats {
+            now_ns: clock::monotonic_ns(),
+            events: self.tracer.decoded(),
+            dropped: kernel + undecodable,
+            probe_attach_failures: self.v8.attach_failures(),
+            model: self.model.size(),
+        }
+    }
+
+    /// Writes the records made so far.
+    fn emit(&mut self) -> io::Result<()> {
+        let records = std::mem::take(&mut self.out);
+        records.iter().try_for_each(|r| self.sink.record(r))
+    }
+}
+
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

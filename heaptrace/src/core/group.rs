@@ -1,0 +1,42 @@
+//! A group: the traced processes that share one cgroup. That is a
+//! container, a pod's container, a systemd service or a session; the
+//! cgroup (v2) path is its key, and a container when the path has a
+//! runtime's shape.
+
+use super::{container::ContainerRef, gc::GcStats, input::CgroupSample};
+
+pub struct Group {
+    pub cgroup_path: String,
+    pub cgroup_id: u64,
+    pub container: Option<ContainerRef>,
+    /// The cgroup's own memory figures, latest reading.
+    pub memory: Option<CgroupSample>,
+    /// Its usage at the first reading, for growth.
+    pub first_usage: Option<u64>,
+    /// Pauses of all its processes, exited ones included.
+    pub gc: GcStats,
+    pub exited_processes: u64,
+    /// Last time a process of it was live (for dropping idle groups).
+    pub last_active_ns: u64,
+}
+
+impl Group {
+    pub fn new(cgroup_path: String, cgroup_id: u64, container: Option<ContainerRef>, now_ns: u64) -> Self {
+        Self {
+            cgroup_path,
+            cgroup_id,
+            container,
+            memory: None,
+            first_usage: None,
+            gc: GcStats::default(),
+            exited_processes: 0,
+            last_active_ns: now_ns,
+        }
+    }
+
+    /// Takes the cgroup's latest memory reading.
+    pub fn observe_memory(&mut self, sample: CgroupSample) {
+        self.first_usage.get_or_insert(sample.usage_bytes);
+        self.memory = Some(sample);
+    }
+}

@@ -1,0 +1,352 @@
+//! Human-readable output: one line per process per interval, a line per
+//! notable event, and a summary block at the end.
+
+use std::io::{self, Write};
+
+mod summary;
+
+use super::Sink;
+use crate::{
+    core::{
+        Record,
+        container::ContainerRef,
+        input::Origin,
+        record::{
+            Attached, Backing, Dropped, Exit, Gc, GroupSnapshot, LargeMapping, Oom, OomSource, Snapshot,
+            Started,
+        },
+    },
+    units::{fmt_bytes, fmt_delta},
+};
+
+/// Process lines shown per group each interval, and per group in the
+/// summary (the fastest growers; JSON output has them all).
+pub(super) const SHOWN_PER_GROUP: usize = 5;
+
+pub struct TextSink<W: Write> {
+    out: W,
+    /// Snapshot lines of the current group: shown so far, and expected.
+    group_seen: usize,
+    group_size: Option<usize>,
+}
+
+impl<W: Write> TextSink<W> {
+    pub fn new(out: W) -> Self {
+        Self { out, group_seen: 0, group_size: None }
+    }
+}
+
+/// How a group is named in text: its container, or its cgroup.
+pub(super) fn group_label(container: Option<&ContainerRef>, cgroup_path: &str) -> String {
+    match container {
+        Some(c) => format!("container {}", container_label(c)),
+        None if cgroup_path.is_empty() => "processes with unknown cgroup".into(),
+        None => format!("cgroup {cgroup_path}"),
+    }
+}
+
+pub(super) fn container_label(c: &ContainerRef) -> String {
+    let runtime =
+        serde_json::to_value(c.runtime).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let pod = match (&c.namespace, &c.pod, &c.pod_uid) {
+        (Some(ns), Some(pod), _) => format!(", pod {ns}/{pod}"),
+        (_, _, Some(uid)) => format!(", pod {uid}"),
+        _ => String::new(),
+    };
+    let name = c.container.as_ref().map_or(String::new(), |n| format!(" {n}"));
+    format!("{}{name} ({runtime}{pod})", &c.container_id[..12.min(c.container_id.len())])
+}
+
+/// `HH:MM:SS` (UTC) of a Unix timestamp.
+pub(super) fn clock(ts: f64) -> String {
+    let secs = ts.max(0.0) as u64 % 86_400;
+    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+pub(super) fn b(v: u64) -> String {
+    fmt_bytes(v as f64)
+}
+
+impl<W: Write> Sink for TextSink<W> {
+    fn record(&mut self, record: &Record) -> io::Result<()> {
+        let o = &mut self.out;
+        match record {
+            Record::Snapshot(s) => {
+                self.group_seen += 1;
+                match self.group_size {
+                    Some(size) if self.group_seen > SHOWN_PER_GROUP => {
+                        if self.group_seen == size {
+                            let more = size - SHOWN_PER_GROUP;
+                            writeln!(o, "{}   ... and {more} more processes", clock(s.ts))?;
+                        }
+                    }
+                    _ => snapshot_line(o, s)?,
+                }
+            }
+            Record::Group(g) => {
+                self.group_seen = 0;
+                self.group_size = Some(g.processes);
+                group_line(o, g)?;
+            }
+            Record::Start(s) => start_line(o, s)?,
+            Record::Attach(a) => attach_line(o, a)?,
+            Record::Mapping(m) => mapping_line(o, m)?,
+            Record::Exit(e) => exit_line(o, e)?,
+            Record::Oom(k) => oom_line(o, k)?,
+            Record::Gc(g) => gc_line(o, g)?,
+            Record::Dropped(d) => dropped_line(o, d)?,
+            Record::Summary(s) => summary::summary(o, s)?,
+        }
+        o.flush()
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+fn start_line(o: &mut impl Write, s: &Started) -> io::Result<()> {
+    writeln!(
+        o,
+        "{} tracing {} process{} ({}){}; memory hook: {}",
+        clock(s.ts),
+        s.processes,
+        if s.processes == 1 { "" } else { "es" },
+        s.selection,
+        if s.follows_new_processes { ", and matching processes as they start" } else { "" },
+        s.mem_hook
+    )
+}
+
+/// A group's line, before its processes': its RSS, the cgroup's own
+/// usage, limit and headroom, and its GC pauses.
+fn group_line(o: &mut impl Write, g: &GroupSnapshot) -> io::Result<()> {
+    let growth = fmt_delta(g.memory_usage_growth_bytes.unwrap_or(0));
+    let memory = match (g.memory_usage_bytes, g.memory_limit_bytes) {
+        (Some(u), Some(l)) => {
+            format!(" | cgroup {} of {} ({} headroom, {growth})", b(u), b(l), b(l.saturating_sub(u)))
+        }
+        (Some(u), None) => format!(" | cgroup {} (no limit, {growth})", b(u)),
+        _ => String::new(),
+    };
+    let gc = if g.gc_count > 0 {
+        format!(" | {} GCs, {:.1} ms paused", g.gc_count, g.gc_pause_ns as f64 / 1e6)
+    } else {
+        String::new()
+    };
+    writeln!(
+        o,
+        "{} == {}: {} traced, rss {} ({}){memory}{gc}",
+        clock(g.ts),
+        group_label(g.container.as_ref(), &g.cgroup_path),
+        g.processes,
+        b(g.rss_bytes),
+        fmt_delta(g.rss_growth_bytes),
+    )
+}
+
+/// Processes found at start show up in the first snapshot; ones that
+/// start later are worth a line of their own.
+fn attach_line(o: &mut impl Write, a: &Attached) -> io::Result<()> {
+    if a.origin == Origin::Start {
+        return Ok(());
+    }
+    writeln!(
+        o,
+        "{} {:>7} {} started ({}), now traced{}{}",
+        clock(a.ts),
+        a.pid,
+        a.comm,
+        if a.origin == Origin::Exec { "exec" } else { "fork" },
+        if a.gc_probes { " with GC probes" } else { "" },
+        a.container.as_ref().map_or(String::new(), |c| format!(" in container {}", container_label(c)))
+    )
+}
+
+fn mapping_line(o: &mut impl Write, m: &LargeMapping) -> io::Result<()> {
+    writeln!(
+        o,
+        "{} {:>7} {:<6} {:>10} {:<4} {:<5} at {:#x}",
+        clock(m.ts),
+        m.pid,
+        m.op.name(),
+        b(m.len),
+        m.prot,
+        m.backing.map_or("", Backing::name),
+        m.addr
+    )
+}
+
+fn exit_line(o: &mut impl Write, e: &Exit) -> io::Result<()> {
+    writeln!(
+        o,
+        "{} {:>7} {} exited{} after {:.1} s of tracing",
+        clock(e.ts),
+        e.pid,
+        e.comm,
+        if e.oom_killed { " (OOM-killed)" } else { "" },
+        e.traced_s
+    )
+}
+
+fn oom_line(o: &mut impl Write, k: &Oom) -> io::Result<()> {
+    writeln!(
+        o,
+        "{} {:>7} {} {}: anon rss {}, file rss {}, shmem rss {}, vm {}",
+        clock(k.ts),
+        k.pid,
+        k.comm,
+        match k.source {
+            OomSource::V8 => "ran out of V8 heap (JavaScript heap out of memory)",
+            OomSource::Kernel => "chosen by the kernel's OOM killer",
+        },
+        b(k.anon_rss_bytes),
+        b(k.file_rss_bytes),
+        b(k.shmem_rss_bytes),
+        b(k.vm_bytes)
+    )
+}
+
+/// Like a `node --trace-gc` line: collector, heap MB before -> after, pause, reason.
+fn gc_line(o: &mut impl Write, g: &Gc) -> io::Result<()> {
+    let marking = if g.marking_steps > 0 {
+        format!(
+            "(+ {:.1} ms in {} steps since start of marking)",
+            g.marking_step_ns as f64 / 1e6,
+            g.marking_steps
+        )
+    } else {
+        String::new()
+    };
+    writeln!(
+        o,
+        "{} {:>7}:{:<7} {} {:.1} -> {:.1} MB, {:.2} ms {marking} {}",
+        clock(g.ts),
+        g.pid,
+        g.tid,
+        g.collector,
+        g.heap_before_bytes as f64 / 1048576.0,
+        g.heap_after_bytes as f64 / 1048576.0,
+        g.pause_ns as f64 / 1e6,
+        g.reason
+    )
+}
+
+fn dropped_line(o: &mut impl Write, d: &Dropped) -> io::Result<()> {
+    writeln!(
+        o,
+        "{} WARNING: {} events lost ({}), {} in total; mapping figures may be off from here on",
+        clock(d.ts),
+        d.count,
+        d.reason.words(),
+        d.total
+    )
+}
+
+fn snapshot_line(o: &mut impl Write, s: &Snapshot) -> io::Result<()> {
+    writeln!(
+        o,
+        "{} {:>7} {:<12} rss {:>10} ({}, {}/s) anon {} file {} | committed {} ({}) mapped {} ({}) brk {} ({}) | mmap {} munmap {}",
+        clock(s.ts),
+        s.pid,
+        s.comm,
+        b(s.rss_bytes),
+        fmt_delta(s.rss_growth_bytes),
+        fmt_delta(s.rss_growth_bytes_per_s as i64),
+        b(s.rss_anon_bytes),
+        b(s.rss_file_bytes),
+        b(s.committed_bytes),
+        fmt_delta(s.committed_growth_bytes),
+        b(s.mapped_bytes),
+        fmt_delta(s.mapped_growth_bytes),
+        b(s.brk_bytes),
+        fmt_delta(s.brk_growth_bytes),
+        s.calls.mmap,
+        s.calls.munmap,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::record::{GroupSnapshot, SCHEMA_VERSION, Started};
+
+    fn snap(pid: u32) -> Snapshot {
+        Snapshot {
+            ts: 0.0,
+            pid,
+            comm: "node".into(),
+            rss_bytes: 0,
+            rss_anon_bytes: 0,
+            rss_file_bytes: 0,
+            rss_shmem_bytes: 0,
+            vm_bytes: 0,
+            mapped_bytes: 0,
+            mapped_anon_bytes: 0,
+            mapped_file_bytes: 0,
+            committed_bytes: 0,
+            brk_bytes: 0,
+            calls: Default::default(),
+            rss_growth_bytes: 0,
+            rss_growth_bytes_per_s: 0.0,
+            mapped_growth_bytes: 0,
+            committed_growth_bytes: 0,
+            brk_growth_bytes: 0,
+            cgroup_id: 9,
+            container: None,
+            ns_pid: None,
+            gc_count: 0,
+            gc_pause_ns: 0,
+            marking_steps: 0,
+            marking_step_ns: 0,
+            weak_callbacks: 0,
+            weak_callback_ns: 0,
+            heap_after_last_major_bytes: None,
+            heap_limit_bytes: None,
+        }
+    }
+
+    #[test]
+    fn a_large_group_shows_its_top_processes_and_a_count_of_the_rest() {
+        let mut out = Vec::new();
+        let mut sink = TextSink::new(&mut out);
+        let start = Started {
+            ts: 0.0,
+            schema_version: SCHEMA_VERSION,
+            selection: "--comm node".into(),
+            follows_new_processes: true,
+            processes: 7,
+            mem_hook: crate::core::MemHook::BtfTracepoint,
+        };
+        sink.record(&Record::Start(start)).unwrap();
+        let group = GroupSnapshot {
+            ts: 0.0,
+            cgroup_path: "/system.slice/api.service".into(),
+            cgroup_id: 9,
+            container: None,
+            processes: 7,
+            exited_processes: 0,
+            rss_bytes: 7 << 20,
+            rss_growth_bytes: 0,
+            committed_growth_bytes: 0,
+            memory_usage_bytes: Some(100 << 20),
+            memory_usage_growth_bytes: Some(0),
+            memory_limit_bytes: Some(256 << 20),
+            memory_headroom_bytes: Some(156 << 20),
+            memory_source: Some(crate::core::input::CgroupVersion::V2),
+            gc_count: 0,
+            gc_pause_ns: 0,
+        };
+        sink.record(&Record::Group(group)).unwrap();
+        for pid in 1..=7 {
+            sink.record(&Record::Snapshot(snap(pid))).unwrap();
+        }
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("tracing 7 processes (--comm node), and matching processes as they start"));
+        assert!(lines[1].contains("== cgroup /system.slice/api.service: 7 traced"), "{}", lines[1]);
+        assert!(lines[1].contains("cgroup 100.0 MiB of 256.0 MiB (156.0 MiB headroom"), "{}", lines[1]);
+        assert_eq!(lines.len(), 2 + SHOWN_PER_GROUP + 1, "{text}");
+        assert!(lines.last().unwrap().ends_with("... and 2 more processes"));
+    }
+}
