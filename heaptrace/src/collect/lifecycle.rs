@@ -162,14 +162,16 @@ impl Lifecycle {
             .collect()
     }
 
-    /// One kernel event. `is_live`: whether the model traces a pid now.
-    pub fn on_event(&mut self, event: Event, is_live: &dyn Fn(u32) -> bool) -> Vec<Action> {
+    /// One kernel event; its actions are appended to `actions`. `is_live`:
+    /// whether the model traces a pid now. Called for every event (most are
+    /// memory syscalls, which only go to the model), so it allocates nothing
+    /// of its own.
+    pub fn on_event(&mut self, event: Event, is_live: &dyn Fn(u32) -> bool, actions: &mut Vec<Action>) {
         let pid = event.pid;
         match &event.kind {
             EventKind::Exec { comm, traced, was_traced, undecided } => {
                 let seen = Seen { comm: comm.clone(), cgroup_id: event.cgroup_id };
                 let (traced, was_traced, undecided) = (*traced, *was_traced, *undecided);
-                let mut actions = Vec::new();
                 if was_traced {
                     // Probes placed in the old program's binary for this
                     // process alone are of no use to the new one.
@@ -188,14 +190,13 @@ impl Lifecycle {
                 } else if undecided {
                     actions.push(Action::ReadCgroup { pid, seen });
                 }
-                actions
             }
             EventKind::Fork { parent_pid, .. } => {
                 // A fork copies the parent's address space: the model builds
                 // the child from the parent's state, exactly, even if the
                 // child is gone already. Without the parent, read the child.
                 if is_live(*parent_pid) {
-                    vec![Action::Apply(Input::Event(event))]
+                    actions.push(Action::Apply(Input::Event(event)));
                 } else {
                     let request = TraceRequest {
                         pid,
@@ -203,16 +204,17 @@ impl Lifecycle {
                         admission: Admission::ByKernel,
                         seen: None,
                     };
-                    vec![Action::Trace(request)]
+                    actions.push(Action::Trace(request));
                 }
             }
             EventKind::Exit { .. } => {
                 // The kernel dropped it from its maps already; only probes
                 // placed for it alone remain.
                 self.clear(pid);
-                vec![Action::Apply(Input::Event(event)), Action::DetachV8(pid)]
+                actions.push(Action::Apply(Input::Event(event)));
+                actions.push(Action::DetachV8(pid));
             }
-            _ => vec![Action::Apply(Input::Event(event))],
+            _ => actions.push(Action::Apply(Input::Event(event))),
         }
     }
 

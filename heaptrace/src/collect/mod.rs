@@ -191,10 +191,11 @@ impl Collector<'_> {
     fn drain(&mut self) {
         let mut events = Vec::new();
         self.tracer.drain(&mut events);
+        let mut actions = Vec::new();
         for event in events {
             let model = &self.model;
-            let actions = self.lifecycle.on_event(event, &|pid| model.is_live(pid));
-            self.run_actions_at_runtime(actions);
+            self.lifecycle.on_event(event, &|pid| model.is_live(pid), &mut actions);
+            self.run_actions_at_runtime(actions.drain(..));
         }
     }
 
@@ -236,7 +237,7 @@ impl Collector<'_> {
 
     /// After start, no action can fail: only named processes can, and they
     /// are brought in by [`Self::begin`].
-    fn run_actions_at_runtime(&mut self, actions: Vec<Action>) {
+    fn run_actions_at_runtime(&mut self, actions: impl IntoIterator<Item = Action>) {
         if let Err(e) = self.run_actions(actions) {
             eprintln!("heaptrace: {e}");
         }
@@ -244,7 +245,7 @@ impl Collector<'_> {
 
     /// Carries out actions in order; an action's follow-ups run before the
     /// next one.
-    fn run_actions(&mut self, actions: Vec<Action>) -> Result<(), ProcessError> {
+    fn run_actions(&mut self, actions: impl IntoIterator<Item = Action>) -> Result<(), ProcessError> {
         for action in actions {
             let follow_ups = match action {
                 Action::Apply(input) => {

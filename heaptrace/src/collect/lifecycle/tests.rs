@@ -49,6 +49,13 @@ impl Live {
     }
 }
 
+/// `on_event`'s actions for one event.
+fn route(l: &mut Lifecycle, event: Event, live: &Live) -> Vec<Action> {
+    let mut actions = Vec::new();
+    l.on_event(event, &live.check(), &mut actions);
+    actions
+}
+
 fn trace_requests(actions: &[Action]) -> Vec<&TraceRequest> {
     actions.iter().filter_map(|a| if let Action::Trace(r) = a { Some(r) } else { None }).collect()
 }
@@ -56,7 +63,7 @@ fn trace_requests(actions: &[Action]) -> Vec<&TraceRequest> {
 #[test]
 fn a_node_exec_is_traced_then_attached_with_its_probes() {
     let mut l = Lifecycle::new(comm_selection("node"));
-    let actions = l.on_event(exec(10, "node", true, false, false), &Live::of(&[]).check());
+    let actions = route(&mut l, exec(10, "node", true, false, false), &Live::of(&[]));
     assert!(matches!(&actions[0], Action::Apply(Input::Event(_))));
     let request = TraceRequest {
         pid: 10,
@@ -75,12 +82,12 @@ fn a_node_exec_is_traced_then_attached_with_its_probes() {
 fn a_traced_node_that_execs_into_sh_leaves_and_loses_its_probes() {
     let mut l = Lifecycle::new(comm_selection("node"));
     // The kernel dropped it (sh does not match): was traced, is not.
-    let actions = l.on_event(exec(10, "sh", false, true, false), &Live::of(&[10]).check());
+    let actions = route(&mut l, exec(10, "sh", false, true, false), &Live::of(&[10]));
     assert_eq!(actions[0], Action::DetachV8(10));
     assert!(matches!(&actions[1], Action::Apply(Input::Event(e)) if e.pid == 10));
     assert_eq!(actions.len(), 2, "{actions:?}");
     // And an sh that execs node is traced again, as a new image.
-    let actions = l.on_event(exec(10, "node", true, true, false), &Live::of(&[]).check());
+    let actions = route(&mut l, exec(10, "node", true, true, false), &Live::of(&[]));
     assert_eq!(actions[0], Action::DetachV8(10));
     assert_eq!(trace_requests(&actions).len(), 1);
 }
@@ -126,18 +133,18 @@ fn a_fork_storm_is_built_from_the_parents_and_leaves_no_state() {
     let mut l = Lifecycle::new(comm_selection("churn"));
     let live = Live::of(&[100]);
     for child in 1000..1200 {
-        let actions = l.on_event(fork(child, 100), &live.check());
+        let actions = route(&mut l, fork(child, 100), &live);
         // The model copies the traced parent: no /proc read, no trace.
         assert!(matches!(&actions[..], [Action::Apply(Input::Event(e))] if e.pid == child));
         live.0.borrow_mut().insert(child);
     }
     for child in 1000..1200 {
-        let actions = l.on_event(exit(child), &live.check());
+        let actions = route(&mut l, exit(child), &live);
         assert_eq!(actions[1], Action::DetachV8(child));
         live.0.borrow_mut().remove(&child);
     }
     // A fork of a parent the model does not trace is read from /proc.
-    let actions = l.on_event(fork(2000, 555), &live.check());
+    let actions = route(&mut l, fork(2000, 555), &live);
     assert!(
         matches!(&trace_requests(&actions)[..], [r] if r.origin == Origin::Fork && r.admission == Admission::ByKernel)
     );
@@ -192,7 +199,7 @@ fn an_undecided_cgroup_is_judged_once_and_its_process_traced_if_it_matches() {
     let selection =
         Selection { comms: vec!["node".into()], cgroups: vec!["/kubepods".into()], ..Default::default() };
     let mut l = Lifecycle::new(selection);
-    let actions = l.on_event(exec(10, "node", false, false, true), &Live::of(&[]).check());
+    let actions = route(&mut l, exec(10, "node", false, false, true), &Live::of(&[]));
     let seen = Seen { comm: "node".into(), cgroup_id: NODE_CGROUP };
     assert_eq!(actions[1], Action::ReadCgroup { pid: 10, seen: seen.clone() });
     let inside = l.cgroup_read(10, seen.clone(), Some("/kubepods/pod1/c1"));
