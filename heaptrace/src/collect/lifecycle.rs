@@ -335,7 +335,9 @@ impl Lifecycle {
         self.v8_retries.remove(&pid);
     }
 
-    /// Pids with per-process state, to show that it stays bounded.
+    /// Pids with per-process state, for the tests to show that it stays
+    /// bounded.
+    #[cfg(test)]
     pub fn tracked(&self) -> usize {
         self.missing.len() + self.v8_retries.len()
     }
