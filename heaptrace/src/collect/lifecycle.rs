@@ -297,7 +297,11 @@ impl Lifecycle {
             if *missing >= MISSING_INTERVALS_BEFORE_EXIT {
                 self.clear(pid);
                 let kind =
-                    EventKind::Exit { calls: sample.calls, gc_work: sample.gc_work.unwrap_or_default() };
+                    EventKind::Exit {
+                    calls: sample.calls,
+                    gc_work: sample.gc_work.unwrap_or_default(),
+                    exit_code: None,
+                };
                 let exit = Event { pid, tid: pid, ts_ns: sample.ts_ns, cgroup_id: 0, kind };
                 return vec![
                     Action::Say {

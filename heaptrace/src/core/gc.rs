@@ -99,6 +99,8 @@ pub struct GcStats {
     pub count: u64,
     pub total_pause_ns: u64,
     pub heap_after_last_major: Option<u64>,
+    /// Heap used after the latest pause of any kind.
+    pub heap_last: Option<u64>,
     pub reclaimed_bytes: u64,
 }
 
@@ -124,6 +126,9 @@ impl GcStats {
         self.total_pause_ns += pause.pause_ns;
         if kind == GcKind::Major && pause.heap_after > 0 {
             self.heap_after_last_major = Some(pause.heap_after);
+        }
+        if pause.heap_after > 0 {
+            self.heap_last = Some(pause.heap_after);
         }
         self.reclaimed_bytes += pause.heap_before.saturating_sub(pause.heap_after);
     }
@@ -158,6 +163,7 @@ mod tests {
             marking_steps: 0,
             marking_step_ns: 0,
             marking_start_ns: 0,
+            heap: 0,
         }
     }
 

@@ -18,6 +18,7 @@ pub struct Group {
     pub exited_processes: u64,
     /// Last time a process of it was live (for dropping idle groups).
     pub last_active_ns: u64,
+    pub verdict: super::verdict::Verdict,
 }
 
 impl Group {
@@ -31,6 +32,7 @@ impl Group {
             gc: GcStats::default(),
             exited_processes: 0,
             last_active_ns: now_ns,
+            verdict: super::verdict::Verdict::unknown("just attached"),
         }
     }
 

@@ -27,6 +27,9 @@ pub enum Input {
     /// V8 GC probes now cover a process that was attached without them
     /// (a distribution's node, whose `libnode.so` was mapped late).
     GcProbesAttached { pid: u32, ts_ns: u64 },
+    /// V8's heap limit of a process (`v8.getHeapStatistics().heap_size_limit`
+    /// of its main isolate), read from the process itself.
+    HeapLimit { pid: u32, ts_ns: u64, bytes: u64 },
 }
 
 /// How memory syscalls are hooked in the kernel (see docs/architecture.md).
@@ -135,10 +138,10 @@ pub struct ProcessInfo {
     /// Whether V8 GC probes cover it.
     #[serde(default)]
     pub gc_probes: bool,
-    /// V8's old-generation limit when set with `--max-old-space-size`
-    /// (command line or NODE_OPTIONS); V8's own default is not read yet.
+    /// `--max-old-space-size` when given (command line or NODE_OPTIONS), in
+    /// bytes. V8's whole heap limit is read later ([`Input::HeapLimit`]).
     #[serde(default)]
-    pub heap_limit_bytes: Option<u64>,
+    pub max_old_space_bytes: Option<u64>,
 }
 
 /// One mapping, as listed in `/proc/PID/maps`.
@@ -222,6 +225,10 @@ pub enum EventKind {
         calls: CallCounts,
         #[serde(default)]
         gc_work: GcWork,
+        /// The process's exit status as `wait` reports it (`code << 8`, or
+        /// the terminating signal in the low 7 bits), when the kernel gave it.
+        #[serde(default)]
+        exit_code: Option<i32>,
     },
     /// The process called execve. `traced`: it is in the traced set now;
     /// `was_traced`: it was before (its old image is gone); `undecided`:
@@ -246,8 +253,22 @@ pub enum EventKind {
     },
     /// One V8 garbage-collection pause (event time = its start).
     Gc(GcPause),
-    /// V8 ran out of heap and is aborting the process.
-    V8OutOfMemory,
+    /// V8 ran out of heap and is aborting the process. `memory`: its
+    /// memory read in the kernel at that moment (None if the kernel could
+    /// not read it).
+    V8OutOfMemory {
+        #[serde(default)]
+        memory: Option<ProcStatus>,
+    },
+    /// A signal whose action ends the process (its default action
+    /// terminates or dumps core, or SIGKILL) is being delivered to it.
+    /// `memory`: read in the kernel at delivery, before the process is torn
+    /// down.
+    FatalSignal {
+        signal: u32,
+        #[serde(default)]
+        memory: Option<ProcStatus>,
+    },
 }
 
 /// A V8 pause as the probes saw it.
@@ -268,6 +289,11 @@ pub struct GcPause {
     pub marking_steps: u32,
     pub marking_step_ns: u64,
     pub marking_start_ns: u64,
+    /// Address of V8's `Heap` object that collected (`this` of
+    /// `Heap::CollectGarbage`), 0 if not seen: where V8's heap limit is
+    /// read from.
+    #[serde(default)]
+    pub heap: u64,
 }
 
 /// GC work outside the pauses, totals since attach (counted in the kernel).

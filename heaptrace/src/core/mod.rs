@@ -5,6 +5,7 @@
 
 pub mod address_space;
 pub mod container;
+mod death;
 mod findings;
 pub mod gc;
 mod group;
@@ -12,7 +13,9 @@ pub mod input;
 pub mod model;
 pub mod process;
 pub mod record;
+pub mod recorder;
 mod report;
+pub mod verdict;
 
 pub use input::{
     CallCounts, Event, EventKind, Input, Mapping, MemHook, MemOp, ProcStatus, ProcessInfo, Sample,

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::{
     container::parse_cgroup_path,
+    death,
     gc::{GcKind, collector_name, reason_name},
     group::Group,
     input::{
@@ -91,6 +92,12 @@ impl Model {
                 self.observe_time(ts_ns);
                 if let Some(p) = self.processes.get_mut(&pid) {
                     p.gc_probed = true;
+                }
+            }
+            Input::HeapLimit { pid, ts_ns, bytes } => {
+                self.observe_time(ts_ns);
+                if let Some(p) = self.processes.get_mut(&pid) {
+                    p.v8_heap_limit = Some(bytes);
                 }
             }
         }
@@ -203,7 +210,9 @@ impl Model {
         self.observe_time(event.ts_ns);
         let Event { pid, tid, ts_ns, cgroup_id, kind } = event;
         match kind {
-            EventKind::Exit { calls, gc_work } => self.on_exit(pid, ts_ns, calls, gc_work, out),
+            EventKind::Exit { calls, gc_work, exit_code } => {
+                self.on_exit(pid, ts_ns, calls, gc_work, exit_code, out)
+            }
             EventKind::Exec { traced, was_traced, .. } => self.on_exec(pid, ts_ns, traced, was_traced, out),
             EventKind::Fork { parent_pid, .. } => self.on_fork(pid, parent_pid, ts_ns, out),
             EventKind::Mem(op) => self.on_mem(pid, tid, ts_ns, cgroup_id, &op, out),
@@ -220,7 +229,17 @@ impl Model {
                 let _ = cgroup_id;
                 self.on_oom_victim(pid, ts_ns, sizes, out);
             }
-            EventKind::V8OutOfMemory => self.on_v8_out_of_memory(pid, ts_ns, cgroup_id, out),
+            EventKind::V8OutOfMemory { memory } => {
+                self.on_v8_out_of_memory(pid, ts_ns, cgroup_id, memory, out)
+            }
+            EventKind::FatalSignal { signal, memory } => {
+                if let Some(p) = self.live(pid, cgroup_id) {
+                    p.fatal_signal.get_or_insert(signal);
+                    if p.memory_at_death.is_none() {
+                        p.memory_at_death = memory;
+                    }
+                }
+            }
         }
     }
 
@@ -236,12 +255,25 @@ impl Model {
     }
 
     /// The last thread exited; the kernel's final counters come with it.
-    fn on_exit(&mut self, pid: u32, ts_ns: u64, calls: CallCounts, gc_work: GcWork, out: &mut Vec<Record>) {
-        if let Some(p) = self.processes.get_mut(&pid) {
-            p.calls = calls;
-            p.gc_work = gc_work;
-            self.retire(pid, ts_ns, true, out);
+    fn on_exit(
+        &mut self,
+        pid: u32,
+        ts_ns: u64,
+        calls: CallCounts,
+        gc_work: GcWork,
+        exit_code: Option<i32>,
+        out: &mut Vec<Record>,
+    ) {
+        let ts = self.wall(ts_ns);
+        let Some(p) = self.processes.get_mut(&pid) else { return };
+        p.calls = calls;
+        p.gc_work = gc_work;
+        if let Some((cause, signal)) = death::cause(p, exit_code) {
+            p.death = Some(cause);
+            let p = &self.processes[&pid];
+            out.push(Record::Death(death::death(p, self.groups.get(&p.group), cause, signal, ts)));
         }
+        self.retire(pid, ts_ns, true, out);
     }
 
     /// A traced process that left the selection by exec'ing another
@@ -314,17 +346,28 @@ impl Model {
         let ts = self.wall(ts_ns);
         let Some(p) = self.live(pid, 0) else { return };
         p.oom_killed = true;
+        p.memory_at_death.get_or_insert(sizes);
         out.push(Record::Oom(oom_record(p, ts, OomSource::Kernel, sizes)));
     }
 
     /// V8 gave up for lack of heap. Counted once: one fatal-OOM overload
     /// may call another.
-    fn on_v8_out_of_memory(&mut self, pid: u32, ts_ns: u64, cgroup_id: u64, out: &mut Vec<Record>) {
+    fn on_v8_out_of_memory(
+        &mut self,
+        pid: u32,
+        ts_ns: u64,
+        cgroup_id: u64,
+        memory: Option<ProcStatus>,
+        out: &mut Vec<Record>,
+    ) {
         let ts = self.wall(ts_ns);
         let Some(p) = self.live(pid, cgroup_id) else { return };
         if !p.v8_oom {
             p.v8_oom = true;
-            out.push(Record::Oom(oom_record(p, ts, OomSource::V8, p.status)));
+            p.memory_at_death = memory;
+            // The kernel's reading at the abort; the last sample only if it
+            // had none (it can be seconds old and far off).
+            out.push(Record::Oom(oom_record(p, ts, OomSource::V8, memory.unwrap_or(p.status))));
         }
     }
 

@@ -35,9 +35,21 @@ pub struct ProcessState {
     /// Key of its group: the v2 cgroup path ("" if unknown).
     pub group: String,
     pub origin: super::input::Origin,
-    pub heap_limit_bytes: Option<u64>,
+    /// `--max-old-space-size`, when given.
+    pub max_old_space_bytes: Option<u64>,
+    /// V8's heap limit, read from the process (see `crate::v8::limit`).
+    pub v8_heap_limit: Option<u64>,
     /// V8 reported running out of heap.
     pub v8_oom: bool,
+    /// Memory read in the kernel when it began to die (V8's abort, the OOM
+    /// kill, a fatal signal).
+    pub memory_at_death: Option<ProcStatus>,
+    /// The fatal signal being delivered to it, if one was.
+    pub fatal_signal: Option<u32>,
+    /// How it died, once it has.
+    pub death: Option<super::record::DeathCause>,
+    pub recorder: super::recorder::FlightRecorder,
+    pub verdict: super::verdict::Verdict,
 }
 
 pub struct Baseline {
@@ -65,8 +77,14 @@ impl ProcessState {
             container: None,
             group: info.cgroup_path.clone().unwrap_or_default(),
             origin: info.origin,
-            heap_limit_bytes: info.heap_limit_bytes,
+            max_old_space_bytes: info.max_old_space_bytes,
+            v8_heap_limit: None,
             v8_oom: false,
+            memory_at_death: None,
+            fatal_signal: None,
+            death: None,
+            recorder: Default::default(),
+            verdict: super::verdict::Verdict::unknown("just attached"),
             ns_pid: info.ns_pid,
             pid: info.pid,
             comm: info.comm,
@@ -130,8 +148,15 @@ impl ProcessState {
             gc_probed: self.gc_probed,
             group: self.group.clone(),
             origin: super::input::Origin::Fork,
-            heap_limit_bytes: self.heap_limit_bytes,
+            max_old_space_bytes: self.max_old_space_bytes,
+            // The same heap configuration: a fork shares the parent's V8 flags.
+            v8_heap_limit: self.v8_heap_limit,
             v8_oom: false,
+            memory_at_death: None,
+            fatal_signal: None,
+            death: None,
+            recorder: Default::default(),
+            verdict: super::verdict::Verdict::unknown("just attached"),
         };
         child.baseline.brk_bytes = child.brk_bytes();
         child

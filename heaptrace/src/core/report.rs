@@ -18,6 +18,13 @@ use super::{
 /// How many of the largest live mappings a summary lists.
 const LARGEST_MAPPINGS: usize = 5;
 
+/// Committed memory outside V8's heap chunks: the brk heap plus
+/// anonymous private mappings that are not V8's (see
+/// `AddressSpace::committed_split`).
+pub fn native_bytes(p: &ProcessState) -> u64 {
+    p.brk_bytes() + p.space.committed_split().other
+}
+
 /// An `oom` record: `sizes` as the kernel reported them at the kill, or,
 /// for V8's own out-of-memory, as last sampled.
 pub fn oom_record(p: &ProcessState, ts: f64, source: OomSource, sizes: ProcStatus) -> Oom {
@@ -68,7 +75,9 @@ pub fn snapshot(p: &ProcessState, ts: f64) -> Snapshot {
         weak_callbacks: p.gc_work.weak_callbacks,
         weak_callback_ns: p.gc_work.weak_callback_ns,
         heap_after_last_major_bytes: p.gc.heap_after_last_major,
-        heap_limit_bytes: p.heap_limit_bytes,
+        v8_heap_limit_bytes: p.v8_heap_limit,
+        native_bytes: native_bytes(p),
+        verdict: p.verdict.clone(),
     }
 }
 
@@ -97,6 +106,7 @@ pub fn group_snapshot(g: &Group, members: &[&ProcessState], ts: f64) -> GroupSna
         memory_source: g.memory.as_ref().map(|m| m.source),
         gc_count: g.gc.count,
         gc_pause_ns: g.gc.total_pause_ns,
+        verdict: g.verdict.clone(),
     }
 }
 
@@ -181,6 +191,9 @@ pub fn process_summary(p: &ProcessState, now_ns: u64) -> ProcessSummary {
         v8_out_of_memory: p.v8_oom,
         replaced_by_exec: false,
         oom_killed: p.oom_killed,
+        death: p.death,
+        verdict: p.verdict.clone(),
+        v8_heap_limit_bytes: p.v8_heap_limit,
         rss_start_bytes: base.status.rss(),
         rss_end_bytes: p.status.rss(),
         rss_growth_bytes: p.rss_growth(),

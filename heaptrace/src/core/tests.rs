@@ -161,8 +161,14 @@ fn exit_and_oom_are_reported_once_and_stop_snapshots() {
         );
     }
     assert!(matches!(&out[0], Record::Oom(o) if o.anon_rss_bytes == 90 * M && o.source == OomSource::Kernel));
-    assert!(matches!(&out[1], Record::Exit(e) if e.oom_killed && e.traced_s == 2.0));
-    assert_eq!(out.len(), 2);
+    // The death, with the kernel's figures at the kill, then the exit.
+    let Record::Death(d) = &out[1] else { panic!("death: {:?}", out[1]) };
+    assert_eq!(d.cause, crate::core::record::DeathCause::OomKill);
+    assert_eq!(d.signal.as_deref(), Some("SIGKILL"));
+    assert_eq!(d.memory.rss_anon_bytes, 90 * M);
+    assert_eq!(d.memory.source, crate::core::record::MemorySource::Kernel);
+    assert!(matches!(&out[2], Record::Exit(e) if e.oom_killed && e.traced_s == 2.0));
+    assert_eq!(out.len(), 3);
     assert!(m.live_pids().is_empty());
     let mut snaps = Vec::new();
     m.snapshots(4 * SEC, &mut snaps);
@@ -293,7 +299,7 @@ fn a_process_in_a_pod_is_labelled_with_its_container() {
 }
 
 fn exit() -> EventKind {
-    EventKind::Exit { calls: CallCounts::default(), gc_work: GcWork::default() }
+    EventKind::Exit { calls: CallCounts::default(), gc_work: GcWork::default(), exit_code: None }
 }
 
 fn in_cgroup(m: &mut Model, pid: u32, path: &str, cgroup_id: u64, ts_ns: u64) {
@@ -320,6 +326,7 @@ fn gc(pid: u32, ts_ns: u64, collector: u32, pause_ns: u64) -> Input {
         marking_steps: 0,
         marking_step_ns: 0,
         marking_start_ns: 0,
+            heap: 0,
     };
     Input::Event(Event { pid, tid: pid, ts_ns, cgroup_id: 0, kind: EventKind::Gc(pause) })
 }

@@ -107,7 +107,7 @@ pub fn process_info(pid: u32, ts_ns: u64) -> Result<ProcessInfo, ProcessError> {
         cgroup_path,
         ns_pid,
         cgroup_id,
-        heap_limit_bytes: heap_limit(pid),
+        max_old_space_bytes: heap_limit(pid),
         ..Default::default()
     })
 }

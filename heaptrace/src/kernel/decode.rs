@@ -42,7 +42,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         }
         kind::EXIT => {
             let e: ExitEvent = read(bytes).ok_or(truncated)?;
-            EventKind::Exit { calls: call_counts(&e.counters), gc_work: gc_work(&e.gc) }
+            EventKind::Exit { calls: call_counts(&e.counters), gc_work: gc_work(&e.gc), exit_code: None }
         }
         kind::EXEC | kind::FORK => {
             let e: LifecycleEvent = read(bytes).ok_or(truncated)?;
@@ -79,9 +79,10 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 marking_steps: e.marking_steps,
                 marking_step_ns: e.marking_step_ns,
                 marking_start_ns: e.marking_start_ns,
+                heap: 0,
             })
         }
-        kind::V8_OOM => EventKind::V8OutOfMemory,
+        kind::V8_OOM => EventKind::V8OutOfMemory { memory: None },
         other => return Err(DecodeError::UnknownKind(other)),
     };
     Ok(Event { pid: header.pid, tid: header.tid, ts_ns: header.ts_ns, cgroup_id: header.cgroup_id, kind })
@@ -218,6 +219,7 @@ mod tests {
             marking_steps: 91,
             marking_step_ns: 9_200_000,
             marking_start_ns: 300_000,
+            heap: 0,
         };
         assert_eq!(decode(&bytes(&e)).unwrap().kind, EventKind::Gc(want));
         let unknown = GcEvent { header: header(kind::GC), reason: GC_REASON_UNKNOWN, ..Default::default() };
@@ -239,7 +241,7 @@ mod tests {
         exit.counters.calls[mem_op::MMAP as usize] = 7;
         exit.counters.failed_calls = 2;
         exit.gc.marking_steps = 3;
-        let EventKind::Exit { calls, gc_work } = decode(&bytes(&exit)).unwrap().kind else { panic!() };
+        let EventKind::Exit { calls, gc_work, .. } = decode(&bytes(&exit)).unwrap().kind else { panic!() };
         assert_eq!((calls.mmap, calls.failed, gc_work.marking_steps), (7, 2, 3));
         assert_eq!(
             decode(&bytes(&header(kind::EXEC))),
@@ -249,7 +251,7 @@ mod tests {
 
     #[test]
     fn v8_out_of_memory_is_a_bare_header() {
-        assert_eq!(decode(&bytes(&header(kind::V8_OOM))).unwrap().kind, EventKind::V8OutOfMemory);
+        assert_eq!(decode(&bytes(&header(kind::V8_OOM))).unwrap().kind, EventKind::V8OutOfMemory { memory: None });
     }
 
     #[test]

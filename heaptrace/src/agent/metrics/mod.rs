@@ -231,7 +231,7 @@ impl MetricsSink {
             if let Some(h) = s.heap_after_last_major_bytes {
                 *e.heap_after_major.get_or_insert(0) += h as i64;
             }
-            if let Some(h) = s.heap_limit_bytes {
+            if let Some(h) = s.v8_heap_limit_bytes {
                 *e.heap_limit.get_or_insert(0) += h as i64;
             }
         }

@@ -78,7 +78,9 @@ fn snapshot(pid: u32, rss_anon: u64, steps: u64, step_ns: u64) -> Snapshot {
         weak_callbacks: 0,
         weak_callback_ns: 0,
         heap_after_last_major_bytes: Some(7 << 20),
-        heap_limit_bytes: Some(512 << 20),
+        v8_heap_limit_bytes: Some(512 << 20),
+        native_bytes: 0,
+        verdict: crate::core::record::Verdict::unknown(""),
     }
 }
 

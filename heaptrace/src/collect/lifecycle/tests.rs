@@ -20,7 +20,7 @@ fn exec(pid: u32, comm: &str, traced: bool, was_traced: bool, undecided: bool) -
 }
 
 fn exit(pid: u32) -> Event {
-    event(pid, EventKind::Exit { calls: CallCounts::default(), gc_work: GcWork::default() })
+    event(pid, EventKind::Exit { calls: CallCounts::default(), gc_work: GcWork::default(), exit_code: None })
 }
 
 fn fork(pid: u32, parent_pid: u32) -> Event {

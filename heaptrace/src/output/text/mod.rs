@@ -96,6 +96,7 @@ impl<W: Write> Sink for TextSink<W> {
             Record::Gc(g) => gc_line(o, g)?,
             Record::Dropped(d) => dropped_line(o, d)?,
             Record::Summary(s) => summary::summary(o, s)?,
+            Record::Verdict(_) | Record::Death(_) | Record::Mappings(_) => {}
         }
         o.flush()
     }
@@ -302,7 +303,9 @@ mod tests {
             weak_callbacks: 0,
             weak_callback_ns: 0,
             heap_after_last_major_bytes: None,
-            heap_limit_bytes: None,
+            v8_heap_limit_bytes: None,
+            native_bytes: 0,
+            verdict: crate::core::record::Verdict::unknown(""),
         }
     }
 
@@ -336,6 +339,7 @@ mod tests {
             memory_source: Some(crate::core::input::CgroupVersion::V2),
             gc_count: 0,
             gc_pause_ns: 0,
+            verdict: crate::core::record::Verdict::unknown(""),
         };
         sink.record(&Record::Group(group)).unwrap();
         for pid in 1..=7 {
