@@ -16,7 +16,7 @@ fn main() -> ExitCode {
             run_to_end("heaptrace", async move {
                 let stdout = io::stdout().lock();
                 let mut sink: Box<dyn Sink> = match config.output {
-                    OutputFormat::Text => Box::new(TextSink::new(stdout)),
+                    OutputFormat::Text => Box::new(TextSink::new(stdout, config.events)),
                     OutputFormat::Json => Box::new(JsonSink::new(stdout)),
                 };
                 collect::run(config, sink.as_mut()).await

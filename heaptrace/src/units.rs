@@ -46,6 +46,21 @@ pub fn fmt_delta(bytes: i64) -> String {
     if bytes >= 0 { format!("+{}", fmt_bytes(bytes as f64)) } else { fmt_bytes(bytes as f64) }
 }
 
+/// A forecast's time in words: `45 s`, `12 min`, `3 h 20 min`, `2.5 days`.
+pub fn fmt_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0);
+    if s < 90.0 {
+        format!("{s:.0} s")
+    } else if s < 3600.0 {
+        format!("{:.0} min", s / 60.0)
+    } else if s < 48.0 * 3600.0 {
+        let h = (s / 3600.0).floor();
+        format!("{h:.0} h {:.0} min", (s - h * 3600.0) / 60.0)
+    } else {
+        format!("{:.1} days", s / 86400.0)
+    }
+}
+
 /// A power-of-two size class label: `256 KiB`, `16 MiB`.
 pub fn fmt_size_class(bytes: u64) -> String {
     fmt_bytes(bytes as f64).replace(".0 ", " ")

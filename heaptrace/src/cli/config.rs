@@ -38,6 +38,11 @@ pub struct Config {
     /// 20 ms for `heaptrace trace`, whose event lines should be prompt;
     /// 100 ms for the agent, whose output is scraped every few seconds.
     pub drain_every: Duration,
+    /// Text output: a line per GC and per large mapping.
+    pub events: bool,
+    /// Where death dumps go (`--dump-dir`), checked to be a writable
+    /// directory.
+    pub dump_dir: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -46,6 +51,7 @@ impl Config {
         let mut config = Self::tracing(args.select, args.tracing)?;
         config.duration = args.duration;
         config.output = args.output;
+        config.events = args.events || config.verbose;
         Ok(config)
     }
 
@@ -101,8 +107,32 @@ impl Config {
             ring_buffer_bytes,
             verbose: tracing.verbose,
             drain_every: Duration::from_millis(20),
+            events: false,
+            dump_dir: tracing.dump_dir.as_deref().map(dump_dir).transpose()?,
         })
     }
+}
+
+/// A `--dump-dir`: made if missing (mode 0700: dumps hold the process's
+/// figures, not for every user), and it must be a directory heaptrace can
+/// write to.
+fn dump_dir(dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("--dump-dir {}: cannot create it: {e}", dir.display()))?;
+    }
+    if !dir.is_dir() {
+        return Err(format!("--dump-dir {}: not a directory", dir.display()));
+    }
+    let probe = dir.join(format!(".heaptrace-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| format!("--dump-dir {}: cannot write there: {e}", dir.display()))?;
+    Ok(dir.to_path_buf())
 }
 
 fn selection(args: SelectionArgs) -> Result<Selection, String> {

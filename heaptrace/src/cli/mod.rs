@@ -120,9 +120,16 @@ pub struct TracingArgs {
     pub ring_buffer: u64,
 
     /// Say how tracing was set up (hooks, kernel notes, processes skipped)
-    /// on stderr.
+    /// on stderr; in text output, show every GC and large mapping too.
     #[arg(short, long)]
     pub verbose: bool,
+
+    /// Write one JSON file per process death (its last minutes of memory,
+    /// its last GCs, its verdicts and large mappings) into this directory,
+    /// as heaptrace-<pid>-<unix seconds>.json, readable only by root (mode
+    /// 0600). Created if missing.
+    #[arg(long, value_name = "DIR")]
+    pub dump_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -139,6 +146,11 @@ pub struct TraceArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+
+    /// Text output: print every GC pause and every large mapping as it
+    /// happens (by default they are summed up per interval).
+    #[arg(short, long)]
+    pub events: bool,
 
     #[command(flatten)]
     pub tracing: TracingArgs,

@@ -30,7 +30,7 @@ use crate::{
         names::{self, ContainerNames},
     },
     kernel::Tracer,
-    output::{CollectorStats, Sink},
+    output::{CollectorStats, Sink, dump},
     v8::V8Support,
 };
 
@@ -38,6 +38,10 @@ use crate::{
 /// without an exec or fork (moved into a selected cgroup, renamed) or whose
 /// exec event was lost.
 const RESCAN_EVERY: Duration = Duration::from_secs(10);
+
+/// How often processes are sampled when the snapshot interval is longer:
+/// the verdicts and the flight recorder are at one-second resolution.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// Why tracing stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -79,6 +83,7 @@ pub async fn run(config: Config, sink: &mut dyn Sink) -> Result<Stop> {
         lifecycle: Lifecycle::new(selection),
         names: names::default_lookup(),
         verbose: config.verbose,
+        dump_dir: config.dump_dir.clone(),
         out: Vec::new(),
     };
     c.begin()?;
@@ -98,6 +103,7 @@ struct Collector<'a> {
     lifecycle: Lifecycle,
     names: names::Chain,
     verbose: bool,
+    dump_dir: Option<std::path::PathBuf>,
     /// Records made and not yet written.
     out: Vec<Record>,
 }
@@ -133,6 +139,12 @@ impl Collector<'_> {
         let deadline = config.duration.map(|d| Instant::now() + d);
         let mut snapshot_tick = interval(config.interval);
         snapshot_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // The verdicts and the flight recorder want a reading a second,
+        // whatever the snapshot interval; with a 1 s interval or shorter
+        // the snapshot tick samples, and this one stays idle.
+        let separate_samples = config.interval > SAMPLE_EVERY;
+        let mut sample_tick = interval(SAMPLE_EVERY);
+        sample_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // Frequent events are submitted without wakeups (see heaptrace-common),
         // so this bounds how stale the event stream can be.
         let mut drain_tick = interval(config.drain_every);
@@ -142,6 +154,7 @@ impl Collector<'_> {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
         snapshot_tick.tick().await; // the first tick is immediate: skip it
+        sample_tick.tick().await;
         rescan_tick.tick().await;
         let follows = self.lifecycle.selection().follows();
 
@@ -155,9 +168,15 @@ impl Collector<'_> {
                     self.drain();
                 }
                 _ = drain_tick.tick() => self.drain(),
-                _ = snapshot_tick.tick() => {
+                _ = sample_tick.tick(), if separate_samples => {
                     self.drain();
                     self.sample();
+                }
+                _ = snapshot_tick.tick() => {
+                    self.drain();
+                    if !separate_samples {
+                        self.sample();
+                    }
                     self.model.snapshots(clock::monotonic_ns(), &mut self.out);
                     self.emit()?;
                     self.sink.tick(&self.stats());
@@ -357,9 +376,22 @@ impl Collector<'_> {
         }
     }
 
-    /// Writes the records made so far.
+    /// Writes the records made so far; a death's flight recording goes to
+    /// its dump file first, so its record can say where.
     fn emit(&mut self) -> io::Result<()> {
-        let records = std::mem::take(&mut self.out);
+        let mut records = std::mem::take(&mut self.out);
+        for record in &mut records {
+            if let (Record::Death(death), Some(dir)) = (&mut *record, &self.dump_dir) {
+                match dump::write(dir, death) {
+                    Ok(path) => death.dump_path = Some(path.display().to_string()),
+                    Err(e) => eprintln!(
+                        "heaptrace: cannot write the dump of pid {} into {}: {e}",
+                        death.pid,
+                        dir.display()
+                    ),
+                }
+            }
+        }
         records.iter().try_for_each(|r| self.sink.record(r))
     }
 }

@@ -1,7 +1,95 @@
 //! Findings: what a process's memory did, in words a person can act on.
 
-use super::record::ProcessSummary;
-use crate::units::{fmt_bytes, fmt_delta, fmt_size_class};
+use super::{
+    record::{DeathCause, ProcessSummary},
+    verdict::{LimitKind, MemoryKind, Verdict, VerdictState},
+};
+use crate::units::{fmt_bytes, fmt_delta, fmt_duration, fmt_size_class};
+
+/// The answer, in words for someone who knows nothing of V8: is it a leak,
+/// in which memory, how fast, what it runs into and when, and how it died.
+pub fn answer(s: &ProcessSummary, death: Option<&str>) -> String {
+    let who = format!("pid {} ({})", s.pid, s.comm);
+    let v = &s.verdict;
+    let rate = v.slope_bytes_per_s.map_or(String::new(), |r| format!("{} per minute", fmt_bytes(r * 60.0)));
+    let basis = v.basis.map_or(String::new(), |b| match b.source {
+        super::verdict::BasisSource::MajorGcs => {
+            format!(" (steadily: over {} full garbage collections in {:.0} s)", b.points, b.span_s)
+        }
+        super::verdict::BasisSource::Samples => format!(" (steadily, over {:.0} s)", b.span_s),
+    });
+    let mut text = match (v.state, v.memory) {
+        (VerdictState::Leak, Some(MemoryKind::JsHeap)) => format!(
+            "{who} leaks memory in its JavaScript heap: what stays in use after each full garbage collection grows by {rate}{basis}."
+        ),
+        (VerdictState::Leak, Some(MemoryKind::Native)) => format!(
+            "{who} leaks native memory (outside the JavaScript heap: Buffers, malloc, addons): it grows by {rate}{basis}, while the JavaScript heap stays level."
+        ),
+        (VerdictState::Leak, _) => format!(
+            "{who} leaks memory both in its JavaScript heap and outside it (Buffers, malloc): together {rate}{basis}."
+        ),
+        (VerdictState::GcThrashing, _) => format!(
+            "{who} spends most of its time in garbage collection and frees almost nothing: its JavaScript heap is full."
+        ),
+        (VerdictState::Growing, m) => format!(
+            "{who}'s {} memory is growing ({rate}), but not yet steadily enough to call it a leak.",
+            match m {
+                Some(MemoryKind::JsHeap) => "JavaScript heap",
+                Some(MemoryKind::Native) => "native",
+                _ => "",
+            }
+        )
+        .replace("'s  memory", "'s memory"),
+        (VerdictState::Steady, _) => match s.gc.as_ref().and_then(|g| g.heap_after_last_major_bytes) {
+            Some(floor) => format!(
+                "{who}'s memory is steady: the garbage collector keeps up (the JavaScript heap falls back to {} after each full collection) and native memory holds level.",
+                fmt_bytes(floor as f64)
+            ),
+            None => format!("{who}'s memory is steady."),
+        },
+        (VerdictState::Unknown, _) => format!(
+            "{who}: not enough data yet to tell a leak from normal use (traced {:.0} s; a verdict needs a few full garbage collections, or 30 s of samples).",
+            s.traced_s
+        ),
+    };
+    text += &forecast(v);
+    if let Some(how) = death {
+        text += &format!(" It died: {how}");
+    }
+    text
+}
+
+/// "At this rate it reaches ... in ...", when there is a forecast.
+fn forecast(v: &Verdict) -> String {
+    match (v.time_to_limit_s, v.limit, v.limit_bytes) {
+        (Some(t), Some(LimitKind::V8Heap), Some(bytes)) if t <= 0.0 => format!(
+            " It is at V8's heap limit ({}): expect \"JavaScript heap out of memory\" any moment.",
+            fmt_bytes(bytes as f64)
+        ),
+        (Some(t), Some(LimitKind::V8Heap), Some(bytes)) => format!(
+            " At this rate it reaches V8's heap limit ({}) in about {}, and then dies with \"JavaScript heap \
+             out of memory\".",
+            fmt_bytes(bytes as f64),
+            fmt_duration(t)
+        ),
+        (Some(t), Some(LimitKind::Cgroup), Some(bytes)) => format!(
+            " At this rate its container (cgroup) reaches its memory limit ({}) in about {}, and the kernel's \
+             OOM killer ends it.",
+            fmt_bytes(bytes as f64),
+            fmt_duration(t)
+        ),
+        _ => String::new(),
+    }
+}
+
+/// How a process died, in words.
+pub fn death_words(cause: DeathCause) -> &'static str {
+    match cause {
+        DeathCause::V8Oom => "V8 ran out of JavaScript heap and aborted it.",
+        DeathCause::OomKill => "the kernel's OOM killer ended it.",
+        DeathCause::Signal => "a signal ended it.",
+    }
+}
 
 /// One sentence: how much RSS moved, and where it went.
 pub fn finding(s: &ProcessSummary, committed_anon_growth: i64) -> String {

@@ -19,6 +19,8 @@ pub struct Group {
     /// Last time a process of it was live (for dropping idle groups).
     pub last_active_ns: u64,
     pub verdict: super::verdict::Verdict,
+    /// Its usage over the last minutes: (seconds, bytes).
+    usage: std::collections::VecDeque<(f64, f64)>,
 }
 
 impl Group {
@@ -33,12 +35,27 @@ impl Group {
             exited_processes: 0,
             last_active_ns: now_ns,
             verdict: super::verdict::Verdict::unknown("just attached"),
+            usage: std::collections::VecDeque::new(),
         }
     }
 
     /// Takes the cgroup's latest memory reading.
     pub fn observe_memory(&mut self, sample: CgroupSample) {
         self.first_usage.get_or_insert(sample.usage_bytes);
+        let t = sample.ts_ns as f64 / 1e9;
+        self.usage.push_back((t, sample.usage_bytes as f64));
+        while self.usage.front().is_some_and(|&(t0, _)| t0 < t - super::verdict::NATIVE_WINDOW_S) {
+            self.usage.pop_front();
+        }
         self.memory = Some(sample);
+    }
+
+    /// When the cgroup's usage, at its fitted growth, reaches its limit:
+    /// (seconds from now, the limit). None without a limit or growth.
+    pub fn cgroup_forecast(&self) -> Option<(f64, u64)> {
+        let limit = self.memory.as_ref()?.limit_bytes?;
+        let f = super::verdict::fit(self.usage.iter())?;
+        (f.slope > 0.0 && f.span_s >= super::verdict::MIN_SPAN_S)
+            .then(|| ((limit as f64 - f.at_end).max(0.0) / f.slope, limit))
     }
 }

@@ -6,6 +6,7 @@
 pub mod address_space;
 pub mod container;
 mod death;
+mod diagnose;
 mod findings;
 pub mod gc;
 mod group;

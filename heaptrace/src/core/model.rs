@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::{
     container::parse_cgroup_path,
-    death,
+    death, diagnose,
     gc::{GcKind, collector_name, reason_name},
     group::Group,
     input::{
@@ -85,7 +85,7 @@ impl Model {
         match input {
             Input::Attach(info) => self.attach(*info, out),
             Input::Event(event) => self.apply_event(event, out),
-            Input::Sample(sample) => self.apply_sample(sample),
+            Input::Sample(sample) => self.apply_sample(sample, out),
             Input::Drops { ts_ns, kernel, undecodable } => self.apply_drops(ts_ns, kernel, undecodable, out),
             Input::Cgroup(sample) => self.apply_cgroup(sample),
             Input::GcProbesAttached { pid, ts_ns } => {
@@ -271,7 +271,12 @@ impl Model {
         if let Some((cause, signal)) = death::cause(p, exit_code) {
             p.death = Some(cause);
             let p = &self.processes[&pid];
-            out.push(Record::Death(death::death(p, self.groups.get(&p.group), cause, signal, ts)));
+            let record = death::death(p, self.groups.get(&p.group), cause, signal, ts);
+            let explanation = record.explanation.clone();
+            out.push(Record::Death(record));
+            if let Some(p) = self.processes.get_mut(&pid) {
+                p.death_explanation = Some(explanation);
+            }
         }
         self.retire(pid, ts_ns, true, out);
     }
@@ -302,7 +307,9 @@ impl Model {
         let Some(p) = self.live(pid, cgroup_id) else { return };
         if let Some(large) = large_mapping(op, threshold) {
             p.large_mappings += 1;
-            out.push(Record::Mapping(LargeMapping { ts, pid, tid, cgroup_id: p.cgroup_id, ..large }));
+            let large = LargeMapping { ts, pid, tid, cgroup_id: p.cgroup_id, ..large };
+            diagnose::large_mapping(p, &large);
+            out.push(Record::Mapping(large));
         }
         p.apply(op);
     }
@@ -319,13 +326,16 @@ impl Model {
         let ts = self.wall(ts_ns);
         let Some(p) = self.live(pid, cgroup_id) else { return };
         p.gc.record(pause);
+        let collector = collector_name(pause.collector, pause.v8_timestamps);
+        let reason = reason_name(pause.reason);
+        diagnose::gc(p, tid, ts_ns, ts, pause, collector, reason);
         out.push(Record::Gc(Gc {
             ts,
             pid,
             tid,
             kind: GcKind::of(pause.collector),
-            collector: collector_name(pause.collector, pause.v8_timestamps),
-            reason: reason_name(pause.reason),
+            collector,
+            reason,
             pause_ns: pause.pause_ns,
             heap_before_bytes: pause.heap_before,
             heap_after_bytes: pause.heap_after,
@@ -371,8 +381,9 @@ impl Model {
         }
     }
 
-    fn apply_sample(&mut self, sample: Sample) {
+    fn apply_sample(&mut self, sample: Sample, out: &mut Vec<Record>) {
         self.observe_time(sample.ts_ns);
+        let ts = self.wall(sample.ts_ns);
         let Some(p) = self.processes.get_mut(&sample.pid) else { return };
         p.calls = sample.calls;
         if let Some(work) = sample.gc_work {
@@ -381,6 +392,7 @@ impl Model {
         if let Some(status) = sample.status {
             p.status = status;
             p.last_sample_ns = sample.ts_ns;
+            diagnose::sampled(p, self.groups.get(&p.group), sample.ts_ns, ts, out);
         }
     }
 
@@ -465,12 +477,17 @@ impl Model {
         for (key, mut members) in by_group {
             // The fastest growers first: what a person scans for.
             members.sort_by_key(|p| (std::cmp::Reverse(p.rss_growth()), p.pid));
-            if let Some(g) = self.groups.get(key).filter(|_| grouped) {
+            if let Some(g) = self.groups.get_mut(key).filter(|_| grouped) {
+                let container = g.container.clone();
+                diagnose::judge_group(g, &members, ts, container.as_ref(), out);
                 out.push(Record::Group(group_snapshot(g, &members, ts)));
             }
             for p in members {
                 out.push(Record::Snapshot(snapshot(p, ts)));
             }
+        }
+        for p in self.processes.values_mut() {
+            out.extend(diagnose::take_mappings(p, ts));
         }
     }
 

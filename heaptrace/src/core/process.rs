@@ -48,8 +48,14 @@ pub struct ProcessState {
     pub fatal_signal: Option<u32>,
     /// How it died, once it has.
     pub death: Option<super::record::DeathCause>,
+    /// The death record's sentence.
+    pub death_explanation: Option<String>,
     pub recorder: super::recorder::FlightRecorder,
     pub verdict: super::verdict::Verdict,
+    /// What the verdict rests on.
+    pub evidence: super::verdict::Evidence,
+    /// Large mappings of the current interval.
+    pub interval_mappings: super::diagnose::MappingTally,
 }
 
 pub struct Baseline {
@@ -83,8 +89,11 @@ impl ProcessState {
             memory_at_death: None,
             fatal_signal: None,
             death: None,
+            death_explanation: None,
             recorder: Default::default(),
             verdict: super::verdict::Verdict::unknown("just attached"),
+            evidence: Default::default(),
+            interval_mappings: Default::default(),
             ns_pid: info.ns_pid,
             pid: info.pid,
             comm: info.comm,
@@ -155,8 +164,11 @@ impl ProcessState {
             memory_at_death: None,
             fatal_signal: None,
             death: None,
+            death_explanation: None,
             recorder: Default::default(),
             verdict: super::verdict::Verdict::unknown("just attached"),
+            evidence: Default::default(),
+            interval_mappings: Default::default(),
         };
         child.baseline.brk_bytes = child.brk_bytes();
         child

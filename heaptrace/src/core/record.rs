@@ -5,14 +5,14 @@ use serde::Serialize;
 
 use serde::Deserialize;
 
-pub use super::{
-    recorder::FlightRecording,
-    verdict::{Basis, BasisSource, LimitKind, MemoryKind, Verdict, VerdictState},
-};
 use super::{
     container::ContainerRef,
     gc::{GcKind, PauseQuantiles},
     input::{CallCounts, CgroupVersion, MemHook, Origin},
+};
+pub use super::{
+    recorder::FlightRecording,
+    verdict::{Basis, BasisSource, LimitKind, MemoryKind, Verdict, VerdictState},
 };
 
 /// The version of this schema, in the `start` record. docs/json-output.md
@@ -557,7 +557,10 @@ pub struct ProcessSummary {
     pub largest_mappings: Vec<LiveMapping>,
     /// V8 garbage collection; absent for processes without GC probes.
     pub gc: Option<GcSummary>,
-    /// One sentence a person can act on.
+    /// The answer first, in plain words: leak or not, which memory, how
+    /// fast, which limit and when, how it died.
+    pub answer: String,
+    /// What its memory did, in figures.
     pub finding: String,
 }
 

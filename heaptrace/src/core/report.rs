@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::{
-    findings::finding,
+    findings::{answer, death_words, finding},
     gc::GcKind,
     group::Group,
     input::{MemOp, ProcStatus, map_flags},
@@ -226,9 +226,12 @@ pub fn process_summary(p: &ProcessState, now_ns: u64) -> ProcessSummary {
             })
             .collect(),
         gc: p.gc_probed.then(|| gc_summary(p, now_ns)),
+        answer: String::new(),
         finding: String::new(),
     };
     s.finding = finding(&s, delta(t.committed_anon, base.totals.committed_anon));
+    let died = p.death_explanation.as_deref().or(p.death.map(death_words));
+    s.answer = answer(&s, died);
     s
 }
 

@@ -251,7 +251,10 @@ mod tests {
 
     #[test]
     fn v8_out_of_memory_is_a_bare_header() {
-        assert_eq!(decode(&bytes(&header(kind::V8_OOM))).unwrap().kind, EventKind::V8OutOfMemory { memory: None });
+        assert_eq!(
+            decode(&bytes(&header(kind::V8_OOM))).unwrap().kind,
+            EventKind::V8OutOfMemory { memory: None }
+        );
     }
 
     #[test]

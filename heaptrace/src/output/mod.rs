@@ -1,6 +1,7 @@
 //! Where records go. Every output is a [`Sink`]; none reaches back into the
 //! kernel or the core. The live view, recordings and Prometheus plug in here.
 
+pub mod dump;
 mod json;
 mod text;
 

@@ -12,11 +12,11 @@ use crate::{
         container::ContainerRef,
         input::Origin,
         record::{
-            Attached, Backing, Dropped, Exit, Gc, GroupSnapshot, LargeMapping, Oom, OomSource, Snapshot,
-            Started,
+            Attached, Backing, Death, Dropped, Exit, Gc, GroupSnapshot, LargeMapping, MappingsSummary, Oom,
+            OomSource, Snapshot, Started, Verdict, VerdictChange, VerdictState,
         },
     },
-    units::{fmt_bytes, fmt_delta},
+    units::{fmt_bytes, fmt_delta, fmt_duration},
 };
 
 /// Process lines shown per group each interval, and per group in the
@@ -25,14 +25,17 @@ pub(super) const SHOWN_PER_GROUP: usize = 5;
 
 pub struct TextSink<W: Write> {
     out: W,
+    /// A line per GC and per large mapping (`--events`); else the
+    /// mappings are summed per interval and GCs left to the summary.
+    events: bool,
     /// Snapshot lines of the current group: shown so far, and expected.
     group_seen: usize,
     group_size: Option<usize>,
 }
 
 impl<W: Write> TextSink<W> {
-    pub fn new(out: W) -> Self {
-        Self { out, group_seen: 0, group_size: None }
+    pub fn new(out: W, events: bool) -> Self {
+        Self { out, events, group_seen: 0, group_size: None }
     }
 }
 
@@ -90,13 +93,17 @@ impl<W: Write> Sink for TextSink<W> {
             }
             Record::Start(s) => start_line(o, s)?,
             Record::Attach(a) => attach_line(o, a)?,
-            Record::Mapping(m) => mapping_line(o, m)?,
+            Record::Mapping(m) if self.events => mapping_line(o, m)?,
+            Record::Gc(g) if self.events => gc_line(o, g)?,
+            Record::Mapping(_) | Record::Gc(_) => {}
+            Record::Mappings(m) if !self.events => mappings_line(o, m)?,
+            Record::Mappings(_) => {}
             Record::Exit(e) => exit_line(o, e)?,
             Record::Oom(k) => oom_line(o, k)?,
-            Record::Gc(g) => gc_line(o, g)?,
             Record::Dropped(d) => dropped_line(o, d)?,
             Record::Summary(s) => summary::summary(o, s)?,
-            Record::Verdict(_) | Record::Death(_) | Record::Mappings(_) => {}
+            Record::Verdict(v) => verdict_line(o, v)?,
+            Record::Death(d) => death_line(o, d)?,
         }
         o.flush()
     }
@@ -135,11 +142,16 @@ fn group_line(o: &mut impl Write, g: &GroupSnapshot) -> io::Result<()> {
     } else {
         String::new()
     };
+    let forecast = match (g.verdict.time_to_limit_s, g.verdict.limit) {
+        (Some(t), Some(limit)) => format!(" | {} limit in {}", limit.name(), fmt_duration(t)),
+        _ => String::new(),
+    };
     writeln!(
         o,
-        "{} == {}: {} traced, rss {} ({}){memory}{gc}",
+        "{} == {}: {}, {} traced, rss {} ({}){memory}{gc}{forecast}",
         clock(g.ts),
         group_label(g.container.as_ref(), &g.cgroup_path),
+        verdict_label(&g.verdict),
         g.processes,
         b(g.rss_bytes),
         fmt_delta(g.rss_growth_bytes),
@@ -176,6 +188,60 @@ fn mapping_line(o: &mut impl Write, m: &LargeMapping) -> io::Result<()> {
         m.backing.map_or("", Backing::name),
         m.addr
     )
+}
+
+/// The large mappings of an interval, in one line.
+fn mappings_line(o: &mut impl Write, m: &MappingsSummary) -> io::Result<()> {
+    let mut parts = Vec::new();
+    if m.mapped > 0 {
+        let each = if m.mapped_bytes == m.typical_len * m.mapped {
+            format!(", {} each", b(m.typical_len))
+        } else {
+            format!(", mostly {}", b(m.typical_len))
+        };
+        parts.push(format!(
+            "{} large mapping{}{each}, +{}",
+            m.mapped,
+            if m.mapped == 1 { "" } else { "s" },
+            b(m.mapped_bytes)
+        ));
+    }
+    if m.unmapped > 0 {
+        parts.push(format!("{} unmapped, -{}", m.unmapped, b(m.unmapped_bytes)));
+    }
+    writeln!(o, "{} {:>7}   {} (--events lists them)", clock(m.ts), m.pid, parts.join("; "))
+}
+
+/// A verdict that changed, with its evidence.
+fn verdict_line(o: &mut impl Write, v: &VerdictChange) -> io::Result<()> {
+    let who = match (v.pid, &v.comm) {
+        (Some(pid), Some(comm)) => format!("{pid:>7} {comm}"),
+        _ => group_label(v.container.as_ref(), &v.cgroup_path),
+    };
+    writeln!(
+        o,
+        "{} {who}: verdict {} -> {}: {}",
+        clock(v.ts),
+        v.previous.name(),
+        verdict_label(&v.verdict),
+        v.verdict.evidence
+    )
+}
+
+/// `leak (js-heap)`, `steady`.
+pub(super) fn verdict_label(v: &Verdict) -> String {
+    match (v.state, v.memory) {
+        (VerdictState::Steady | VerdictState::Unknown, _) | (_, None) => v.state.name().to_owned(),
+        (state, Some(m)) => format!("{} ({})", state.name(), m.name()),
+    }
+}
+
+fn death_line(o: &mut impl Write, d: &Death) -> io::Result<()> {
+    writeln!(o, "{} {:>7} {} DIED ({}): {}", clock(d.ts), d.pid, d.comm, d.cause.name(), d.explanation)?;
+    if let Some(path) = &d.dump_path {
+        writeln!(o, "{} {:>7}   its last minutes (memory, GCs, verdicts) are in {path}", clock(d.ts), d.pid)?;
+    }
+    Ok(())
 }
 
 fn exit_line(o: &mut impl Write, e: &Exit) -> io::Result<()> {
@@ -244,26 +310,36 @@ fn dropped_line(o: &mut impl Write, d: &Dropped) -> io::Result<()> {
     )
 }
 
+/// One line per process per interval: its verdict first, then RSS, the
+/// JS heap against V8's limit, native memory and the nearest limit.
 fn snapshot_line(o: &mut impl Write, s: &Snapshot) -> io::Result<()> {
+    let heap = match (s.heap_after_last_major_bytes, s.v8_heap_limit_bytes) {
+        (Some(h), Some(l)) => format!(" | js heap floor {} of {}", b(h), b(l)),
+        (Some(h), None) => format!(" | js heap floor {}", b(h)),
+        (None, Some(l)) => format!(" | js heap limit {}", b(l)),
+        (None, None) => String::new(),
+    };
+    let v = &s.verdict;
+    let slope = match (v.state, v.slope_bytes_per_s) {
+        (VerdictState::Growing | VerdictState::Leak | VerdictState::GcThrashing, Some(r)) => {
+            format!(" {}/min", fmt_delta((r * 60.0) as i64))
+        }
+        _ => String::new(),
+    };
+    let forecast = match (v.time_to_limit_s, v.limit) {
+        (Some(t), Some(limit)) => format!(" | {} limit in {}", limit.name(), fmt_duration(t)),
+        _ => String::new(),
+    };
     writeln!(
         o,
-        "{} {:>7} {:<12} rss {:>10} ({}, {}/s) anon {} file {} | committed {} ({}) mapped {} ({}) brk {} ({}) | mmap {} munmap {}",
+        "{} {:>7} {:<12} {:<18} rss {:>10} ({}){heap} | native {}{forecast}",
         clock(s.ts),
         s.pid,
         s.comm,
+        format!("{}{slope}", verdict_label(v)),
         b(s.rss_bytes),
         fmt_delta(s.rss_growth_bytes),
-        fmt_delta(s.rss_growth_bytes_per_s as i64),
-        b(s.rss_anon_bytes),
-        b(s.rss_file_bytes),
-        b(s.committed_bytes),
-        fmt_delta(s.committed_growth_bytes),
-        b(s.mapped_bytes),
-        fmt_delta(s.mapped_growth_bytes),
-        b(s.brk_bytes),
-        fmt_delta(s.brk_growth_bytes),
-        s.calls.mmap,
-        s.calls.munmap,
+        b(s.native_bytes),
     )
 }
 
@@ -312,7 +388,7 @@ mod tests {
     #[test]
     fn a_large_group_shows_its_top_processes_and_a_count_of_the_rest() {
         let mut out = Vec::new();
-        let mut sink = TextSink::new(&mut out);
+        let mut sink = TextSink::new(&mut out, false);
         let start = Started {
             ts: 0.0,
             schema_version: SCHEMA_VERSION,

@@ -3,12 +3,15 @@
 
 use std::io::{self, Write};
 
-use super::{SHOWN_PER_GROUP, b, container_label, group_label};
+use super::{SHOWN_PER_GROUP, b, container_label, group_label, verdict_label};
+
+/// Processes whose answer leads the summary (the worst first).
+const ANSWERS_SHOWN: usize = 10;
 use crate::{
     core::{
         gc::PauseQuantiles,
         input::CgroupVersion,
-        record::{GcSummary, GroupSummary, ProcessSummary, Summary},
+        record::{GcSummary, GroupSummary, ProcessSummary, Summary, VerdictState},
     },
     units::{fmt_delta, fmt_size_class},
 };
@@ -32,6 +35,7 @@ pub(super) fn summary(o: &mut impl Write, s: &Summary) -> io::Result<()> {
             }
         )?;
     }
+    answers(o, s)?;
     if s.groups.is_empty() {
         for p in &s.processes {
             process_summary(o, p)?;
@@ -49,6 +53,40 @@ pub(super) fn summary(o: &mut impl Write, s: &Summary) -> io::Result<()> {
         writeln!(o, "== other processes")?;
         for p in rest {
             process_summary(o, p)?;
+        }
+    }
+    Ok(())
+}
+
+/// The answer first: one paragraph per process, the worst first, and each
+/// group's verdict; the figures follow.
+fn answers(o: &mut impl Write, s: &Summary) -> io::Result<()> {
+    let rank = |p: &ProcessSummary| match (p.death.is_some(), p.verdict.state) {
+        (true, _) => 0,
+        (_, VerdictState::GcThrashing) => 1,
+        (_, VerdictState::Leak) => 2,
+        (_, VerdictState::Growing) => 3,
+        (_, VerdictState::Steady) => 4,
+        (_, VerdictState::Unknown) => 5,
+    };
+    let mut order: Vec<&ProcessSummary> = s.processes.iter().filter(|p| !p.replaced_by_exec).collect();
+    order.sort_by_key(|p| (rank(p), std::cmp::Reverse(p.rss_growth_bytes)));
+    writeln!(o, "What happened:")?;
+    for p in order.iter().take(ANSWERS_SHOWN) {
+        writeln!(o, "  * {}", p.answer)?;
+    }
+    if order.len() > ANSWERS_SHOWN {
+        writeln!(o, "  ... and {} more processes (-o json has every answer)", order.len() - ANSWERS_SHOWN)?;
+    }
+    for g in &s.groups {
+        let v = &g.snapshot.verdict;
+        if v.state != VerdictState::Unknown {
+            writeln!(
+                o,
+                "  * {}: {}",
+                group_label(g.snapshot.container.as_ref(), &g.snapshot.cgroup_path),
+                v.evidence
+            )?;
         }
     }
     Ok(())
@@ -128,12 +166,14 @@ fn pause_quantiles(
 }
 
 fn process_summary(o: &mut impl Write, p: &ProcessSummary) -> io::Result<()> {
+    let died = p.death.map(|d| format!(", died ({})", d.name()));
     let state = match (p.exited, p.oom_killed) {
         (_, true) => ", OOM-killed",
         (true, false) => ", exited",
         _ => "",
     };
-    let state = if p.replaced_by_exec { ", exec'd another program" } else { state };
+    let state =
+        if p.replaced_by_exec { ", exec'd another program" } else { died.as_deref().unwrap_or(state) };
     let container =
         p.container.as_ref().map_or(String::new(), |c| format!(", container {}", container_label(c)));
     let ns_pid = match p.ns_pid {
@@ -141,6 +181,10 @@ fn process_summary(o: &mut impl Write, p: &ProcessSummary) -> io::Result<()> {
         _ => String::new(),
     };
     writeln!(o, "pid {}{ns_pid} ({}){container}, traced {:.1} s{state}", p.pid, p.comm, p.traced_s)?;
+    writeln!(o, "  verdict:   {}: {}", verdict_label(&p.verdict), p.verdict.evidence)?;
+    if let Some(limit) = p.v8_heap_limit_bytes {
+        writeln!(o, "  v8 heap:   limit {} (heap_size_limit, read from the process)", b(limit))?;
+    }
     writeln!(o, "  finding:   {}", p.finding)?;
     writeln!(
         o,

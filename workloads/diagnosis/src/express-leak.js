@@ -1,0 +1,68 @@
+// express-leak.js: the classic "Express leak", on node:http with a tiny router.
+// LABEL: leak, js-heap (fast: dies of "JavaScript heap out of memory").
+//
+// GET / pushes { name, arr: new Array(ARRAY_LEN) } onto a global array on
+// every request and never removes it. new Array(100000) preallocates its
+// backing store: ~800 KB per request, in V8's large-object space. Meant to be
+// run as
+//   node --max-old-space-size=96 express-leak.js
+//   ab -c 100 -n 1000 -k http://127.0.0.1:PORT/
+// after ~110 requests the old generation reaches 96 MB and V8 aborts with
+// "FATAL ERROR: ... JavaScript heap out of memory", printing its
+// "<--- Last few GCs --->" section to stderr.
+//
+//   env: PORT=0 (0: ephemeral) ARRAY_LEN=100000, churn knobs, VERBOSE=1
+//   prints "listening <port>" then "ready <pid>"
+'use strict';
+//@@COMMON@@
+const http = require('node:http');
+const PORT = num('PORT', 0);
+const ARRAY_LEN = num('ARRAY_LEN', 100000);
+
+// A tiny Express-like app: app.use(mw), app.get(path, handler), res.send().
+function createApp() {
+  const middleware = [];
+  const routes = new Map();
+  const app = (req, res) => {
+    res.send = (body, status = 200) => {
+      const text = typeof body === 'string' ? body : JSON.stringify(body);
+      res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text) });
+      res.end(text);
+    };
+    const path = req.url.split('?')[0];
+    const handler = routes.get(`${req.method} ${path}`);
+    let i = 0;
+    const next = () => {
+      const mw = middleware[i++];
+      if (mw) return mw(req, res, next);
+      if (handler) return handler(req, res);
+      res.send('Not Found', 404);
+    };
+    next();
+  };
+  app.use = (fn) => middleware.push(fn);
+  app.get = (path, fn) => routes.set(`GET ${path}`, fn);
+  return app;
+}
+
+const app = createApp();
+let requests = 0;
+app.use((req, res, next) => {
+  requests++;
+  req.startedAt = Date.now();
+  next();
+});
+
+const leaks = [];
+app.get('/', (req, res) => {
+  leaks.push({ name: `leak-${requests}`, arr: new Array(ARRAY_LEN) }); // the leak
+  res.send('Hello World');
+});
+statsExtra = () => `requests=${requests} leaks=${leaks.length}`;
+
+const server = http.createServer(app);
+server.keepAliveTimeout = 65000;
+server.listen(PORT, '127.0.0.1', () => {
+  console.log(`listening ${server.address().port}`);
+  console.log(`ready ${process.pid}`);
+});

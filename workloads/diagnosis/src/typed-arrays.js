@@ -1,0 +1,41 @@
+// typed-arrays.js: big short-lived typed arrays, a healthy native saw.
+// LABEL: steady (native memory saws up and down; flat baseline).
+//
+// Every TICK_MS a Float64Array or Uint8Array of MIN_MB..MAX_MB MiB (random)
+// is allocated, filled (every page touched), summed over a stride and
+// dropped. Its backing store is outside the V8 heap (mmap'd, as it is over
+// glibc's mmap threshold), so RSS and external/arrayBuffers climb by ~20 MiB
+// a tick until V8's external-memory pressure (or the churn's own Mark-
+// Compacts) collects the dead arrays and their memory is unmapped: RSS saws
+// within a fixed band and returns to the same baseline.
+//
+//   env: MIN_MB=8 MAX_MB=32 TICK_MS=1000, churn knobs, VERBOSE=1
+//   node --trace-gc typed-arrays.js
+'use strict';
+//@@COMMON@@
+const MIN_MB = num('MIN_MB', 8);
+const MAX_MB = num('MAX_MB', 32);
+const TICK_MS = num('TICK_MS', 1000);
+
+let n = 0;
+let checksum = 0;
+let allocatedMiB = 0;
+setInterval(() => {
+  n++;
+  const mb = MIN_MB + Math.random() * (MAX_MB - MIN_MB);
+  const bytes = Math.floor(mb * 1048576 / 8) * 8;
+  let a;
+  if (n % 2) {
+    a = new Float64Array(bytes / 8);
+    a.fill(n * 0.5);
+  } else {
+    a = new Uint8Array(bytes);
+    a.fill(n & 0xff);
+  }
+  for (let i = 0; i < a.length; i += 4096) checksum += a[i];
+  allocatedMiB += bytes / 1048576;
+  // a is dropped here
+}, TICK_MS);
+statsExtra = () => `arrays=${n} allocatedMiB=${allocatedMiB.toFixed(0)}`;
+
+console.log(`ready ${process.pid}`);
