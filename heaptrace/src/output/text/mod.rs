@@ -424,7 +424,7 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].contains("tracing 7 processes (--comm node), and matching processes as they start"));
-        assert!(lines[1].contains("== cgroup /system.slice/api.service: 7 traced"), "{}", lines[1]);
+        assert!(lines[1].contains("== cgroup /system.slice/api.service: unknown, 7 traced"), "{}", lines[1]);
         assert!(lines[1].contains("cgroup 100.0 MiB of 256.0 MiB (156.0 MiB headroom"), "{}", lines[1]);
         assert_eq!(lines.len(), 2 + SHOWN_PER_GROUP + 1, "{text}");
         assert!(lines.last().unwrap().ends_with("... and 2 more processes"));
