@@ -34,6 +34,8 @@ command -v bpftool >/dev/null 2>&1 || need_pkgs+=(bpftool)
 command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc libc6-dev)
 command -v node >/dev/null 2>&1 || need_pkgs+=(nodejs)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+# ab (ApacheBench): drives the Express-like leak to V8's out-of-memory in the death test.
+command -v ab >/dev/null 2>&1 || need_pkgs+=(apache2-utils)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"
   apt-get update -qq

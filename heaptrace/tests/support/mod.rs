@@ -187,7 +187,17 @@ impl Heaptrace {
 
     /// The next record matching `pred`, waiting up to [`WAIT`].
     pub fn next_matching(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
+        self.next_matching_within(what, WAIT, pred)
+    }
+
+    /// The next record matching `pred`, waiting up to `within`.
+    pub fn next_matching_within(
+        &mut self,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.records.recv_timeout(left) {
@@ -199,7 +209,7 @@ impl Heaptrace {
                         return v;
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => panic!("no {what} from heaptrace within {WAIT:?}"),
+                Err(RecvTimeoutError::Timeout) => panic!("no {what} from heaptrace within {within:?}"),
                 Err(RecvTimeoutError::Disconnected) => {
                     panic!("heaptrace ended before a {what}; seen: {:?}", self.seen)
                 }
