@@ -26,9 +26,10 @@ command -v bpftrace >/dev/null 2>&1 || need_pkgs+=(bpftrace)
 # podman + runc: the real-container test (crun, podman's default, refuses hybrid cgroups).
 command -v podman >/dev/null 2>&1 || need_pkgs+=(podman)
 [ -x /usr/sbin/runc ] || need_pkgs+=(runc)
-# prometheus (and promtool): the agent's real-Prometheus test. python3-venv:
-# the manifest and Dockerfile linters below.
-command -v prometheus >/dev/null 2>&1 || need_pkgs+=(prometheus)
+# prometheus (and promtool, in the same package): the agent's real-Prometheus
+# test and the alerting rules' test (promtool check/test rules).
+# python3-venv: the manifest and Dockerfile linters below.
+{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need_pkgs+=(prometheus)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 command -v bpftool >/dev/null 2>&1 || need_pkgs+=(bpftool)
 command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc libc6-dev)

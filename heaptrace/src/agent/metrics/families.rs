@@ -30,6 +30,10 @@ pub struct Families {
     pub processes: Family<Labels, Gauge>,
     pub large_allocations: Family<Labels, Counter>,
     pub oom_kills: Family<Labels, Counter>,
+    pub deaths: Family<Labels, Counter>,
+    pub verdict: Family<Labels, Gauge>,
+    pub memory_growth: Family<Labels, FloatGauge>,
+    pub time_to_limit: Family<Labels, FloatGauge>,
     pub cgroup_usage: Family<Labels, Gauge>,
     pub cgroup_limit: Family<Labels, Gauge>,
     pub cgroup_headroom: Family<Labels, Gauge>,
@@ -63,6 +67,10 @@ impl Families {
             processes: Family::default(),
             large_allocations: Family::default(),
             oom_kills: Family::default(),
+            deaths: Family::default(),
+            verdict: Family::default(),
+            memory_growth: Family::default(),
+            time_to_limit: Family::default(),
             cgroup_usage: Family::default(),
             cgroup_limit: Family::default(),
             cgroup_headroom: Family::default(),
@@ -96,7 +104,8 @@ impl Families {
         );
         registry.register(
             "nodejs_heap_size_limit_bytes",
-            "V8 old-generation limit set with --max-old-space-size (only for processes started with it)",
+            "V8's heap limit (heap_size_limit of v8.getHeapStatistics()), read from each process after its \
+             first GC, summed over a group's processes",
             f.heap_limit.clone(),
         );
         registry.register(
@@ -126,6 +135,29 @@ impl Families {
             "oom_kills",
             "Traced processes killed for lack of memory, by source (kernel: the OOM killer)",
             f.oom_kills.clone(),
+        );
+        registry.register(
+            "deaths",
+            "Traced processes that died, by cause (v8-oom: V8 ran out of heap; oom-kill: the kernel's OOM \
+             killer; signal: a fatal signal)",
+            f.deaths.clone(),
+        );
+        registry.register(
+            "memory_verdict",
+            "The memory verdict, one series per state and memory: 1 for the current one, 0 for the others",
+            f.verdict.clone(),
+        );
+        registry.register(
+            "memory_growth_bytes_per_second",
+            "Growth of the memory the verdict is about (the JS heap's floor after major GCs, or native \
+             memory); absent without a fit",
+            f.memory_growth.clone(),
+        );
+        registry.register(
+            "time_to_limit_seconds",
+            "Forecast: seconds until memory reaches the nearest limit at the verdict's slope; absent \
+             while memory does not grow or no limit is known",
+            f.time_to_limit.clone(),
         );
         registry.register(
             "container_memory_usage_bytes",

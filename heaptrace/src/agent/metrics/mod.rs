@@ -13,6 +13,7 @@
 //! `histogram_quantile()` over the last minutes still see them, then go.
 
 mod families;
+mod verdict;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -22,12 +23,13 @@ use std::{
 use families::Families;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
+use verdict::Exposed;
 
 use crate::{
     core::{
         Record,
         container::ContainerRef,
-        record::{GroupSnapshot, MappingOp, Snapshot},
+        record::{DeathCause, GroupSnapshot, MappingOp, Snapshot},
     },
     output::{CollectorStats, Sink},
 };
@@ -77,6 +79,8 @@ pub struct MetricsSink {
     gauges: Vec<Labels>,
     /// cgroup gauges' label sets at the last tick.
     cgroup_gauges: Vec<Labels>,
+    /// Verdict series per series label set, at the last tick.
+    verdicts: HashMap<Labels, Exposed>,
     /// The latest group records, for the JSON endpoint.
     groups: BTreeMap<String, GroupSnapshot>,
     /// Time of this interval's group records, if any came.
@@ -109,6 +113,7 @@ impl MetricsSink {
             cumulative: HashMap::new(),
             gauges: Vec::new(),
             cgroup_gauges: Vec::new(),
+            verdicts: HashMap::new(),
             groups: BTreeMap::new(),
             group_ts: None,
             last_stats: CollectorStats::default(),
@@ -197,6 +202,7 @@ impl MetricsSink {
     fn publish(&mut self) {
         self.publish_process_gauges();
         self.publish_cgroup_gauges();
+        self.publish_verdicts();
         self.expire_cumulative();
     }
 
@@ -314,6 +320,7 @@ impl MetricsSink {
             self.f.gc_reclaimed.remove(&labels);
             self.f.large_allocations.remove(&labels);
             self.f.oom_kills.remove(&labels);
+            self.f.deaths.remove(&labels);
         }
     }
 
@@ -364,7 +371,10 @@ impl MetricsSink {
     /// Label sets the agent is keeping (bounded by live processes and
     /// groups, plus what the grace period holds).
     pub fn series_sets(&self) -> usize {
-        self.cumulative.len() + self.gauges.len() + self.cgroup_gauges.len()
+        self.cumulative.len()
+            + self.gauges.len()
+            + self.cgroup_gauges.len()
+            + self.verdicts.values().map(Exposed::label_sets).sum::<usize>()
     }
 }
 
@@ -380,6 +390,11 @@ impl Sink for MetricsSink {
                     let oom = Self::with(&series, "source", source);
                     drop(self.f.oom_kills.get_or_create(&oom));
                     self.touch(&oom);
+                }
+                for cause in [DeathCause::V8Oom, DeathCause::OomKill, DeathCause::Signal] {
+                    let death = Self::with(&series, "cause", cause.name());
+                    drop(self.f.deaths.get_or_create(&death));
+                    self.touch(&death);
                 }
                 self.procs.insert(a.pid, Proc { series, last: None });
             }
@@ -416,6 +431,15 @@ impl Sink for MetricsSink {
                 self.f.oom_kills.get_or_create(&labels).inc();
                 self.touch(&labels);
             }
+            Record::Death(d) => {
+                let series = match self.procs.get(&d.pid) {
+                    Some(p) => p.series.clone(),
+                    None => self.series_labels(d.pid, &d.comm, d.container.as_ref()),
+                };
+                let labels = Self::with(&series, "cause", d.cause.name());
+                self.f.deaths.get_or_create(&labels).inc();
+                self.touch(&labels);
+            }
             Record::Exit(e) => {
                 self.procs.remove(&e.pid);
             }
@@ -450,3 +474,5 @@ impl Sink for MetricsSink {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod verdict_tests;

@@ -9,10 +9,10 @@ use crate::core::{
     record::{Attached, Exit, Gc, ModelSize},
 };
 
-const SEC: u64 = 1_000_000_000;
-const ID: &str = "3f4e1d2c9b8a7f6e5d4c3b2a19081726354453627181920a1b2c3d4e5f607182";
+pub(super) const SEC: u64 = 1_000_000_000;
+pub(super) const ID: &str = "3f4e1d2c9b8a7f6e5d4c3b2a19081726354453627181920a1b2c3d4e5f607182";
 
-fn sink(per_process: bool) -> MetricsSink {
+pub(super) fn sink(per_process: bool) -> MetricsSink {
     MetricsSink::new(MetricsConfig {
         node: "node-1".into(),
         per_process,
@@ -21,7 +21,7 @@ fn sink(per_process: bool) -> MetricsSink {
     })
 }
 
-fn container() -> ContainerRef {
+pub(super) fn container() -> ContainerRef {
     ContainerRef {
         runtime: Runtime::Containerd,
         container_id: ID.into(),
@@ -33,7 +33,7 @@ fn container() -> ContainerRef {
     }
 }
 
-fn attach(m: &mut MetricsSink, pid: u32) {
+pub(super) fn attach(m: &mut MetricsSink, pid: u32) {
     let a = Attached {
         ts: 0.0,
         pid,
@@ -47,7 +47,7 @@ fn attach(m: &mut MetricsSink, pid: u32) {
     m.record(&Record::Attach(a)).unwrap();
 }
 
-fn snapshot(pid: u32, rss_anon: u64, steps: u64, step_ns: u64) -> Snapshot {
+pub(super) fn snapshot(pid: u32, rss_anon: u64, steps: u64, step_ns: u64) -> Snapshot {
     Snapshot {
         ts: 1.0,
         pid,
@@ -84,7 +84,7 @@ fn snapshot(pid: u32, rss_anon: u64, steps: u64, step_ns: u64) -> Snapshot {
     }
 }
 
-fn gc(pid: u32, kind: GcKind, pause_ns: u64) -> Record {
+pub(super) fn gc(pid: u32, kind: GcKind, pause_ns: u64) -> Record {
     Record::Gc(Gc {
         ts: 1.0,
         pid,
@@ -103,7 +103,7 @@ fn gc(pid: u32, kind: GcKind, pause_ns: u64) -> Record {
     })
 }
 
-fn tick(m: &mut MetricsSink, now_ns: u64, live: usize) {
+pub(super) fn tick(m: &mut MetricsSink, now_ns: u64, live: usize) {
     let stats = CollectorStats {
         now_ns,
         events: 10,
@@ -115,11 +115,11 @@ fn tick(m: &mut MetricsSink, now_ns: u64, live: usize) {
 }
 
 /// The value of the one line that starts with `series` (name and labels).
-fn value(text: &str, series: &str) -> Option<f64> {
+pub(super) fn value(text: &str, series: &str) -> Option<f64> {
     text.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
-const GROUP: &str = r#"namespace="shop",pod="api-1",container="server",container_id="3f4e1d2c9b8a7f6e5d4c3b2a19081726354453627181920a1b2c3d4e5f607182",pod_uid="0f4a8c2e-1b3d-4e5f-8a9b-0c1d2e3f4a5b",node="node-1""#;
+pub(super) const GROUP: &str = r#"namespace="shop",pod="api-1",container="server",container_id="3f4e1d2c9b8a7f6e5d4c3b2a19081726354453627181920a1b2c3d4e5f607182",pod_uid="0f4a8c2e-1b3d-4e5f-8a9b-0c1d2e3f4a5b",node="node-1""#;
 
 #[test]
 fn gc_pauses_and_memory_per_container_with_cadvisor_labels() {
