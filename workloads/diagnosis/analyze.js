@@ -35,7 +35,7 @@ for (const line of err.split('\n')) {
   }
   stats.push(o);
 }
-const dur = Math.max(stats.length ? stats[stats.length - 1].t : 0, mc.length ? mc[mc.length - 1].t : 0);
+const dur = process.argv[4] ? Number(process.argv[4]) : Math.max(stats.length ? stats[stats.length - 1].t : 0, mc.length ? mc[mc.length - 1].t : 0);
 
 function slope(pts) {
   // least squares, x in minutes

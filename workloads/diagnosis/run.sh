@@ -14,5 +14,5 @@ pid=$!
 sleep "$secs"
 kill "$pid" 2>/dev/null
 wait "$pid" 2>/dev/null
-"$node" analyze.js "$base" "${WARMUP:-30}" >> "$base.txt"
+"$node" analyze.js "$base" "${WARMUP:-30}" "$secs" >> "$base.txt"
 cat "$base.txt"

@@ -1,0 +1,260 @@
+//! Deaths explained, for real: V8 running out of heap in an Express-like
+//! server driven by `ab`, and the kernel's OOM killer ending node in a
+//! podman container with a memory limit.
+
+mod support;
+
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc::{Receiver, channel},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use support::*;
+
+/// Lines of a child's pipe, through a channel.
+fn lines(out: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// A child killed (and reaped) when the test ends, panics included.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn expect_line(rx: &Receiver<String>, prefix: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.starts_with(prefix) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no line starting with {prefix:?}: {e:?}"),
+        }
+    }
+}
+
+/// One GC line of V8's "Last few GCs": collector, heap before and after in
+/// MB as printed (one decimal).
+fn last_few_gcs(stderr: &[String]) -> Vec<(String, String, String)> {
+    let start = stderr.iter().position(|l| l.contains("<--- Last few GCs --->")).expect("V8's Last few GCs");
+    stderr[start + 1..]
+        .iter()
+        .take_while(|l| !l.contains("<--- JS stacktrace --->"))
+        .filter(|l| l.starts_with('[') && l.contains(" ms: "))
+        .map(|l| {
+            // "[pid:0x..]  3201 ms: Mark-Compact 94.9 (97.6) -> 94.5 (98.1) MB, ..."
+            let rest = l.split(" ms: ").nth(1).unwrap();
+            let (name, sizes) = rest.split_at(rest.find(|c: char| c.is_ascii_digit()).unwrap());
+            let words: Vec<&str> = sizes.split_whitespace().collect();
+            let arrow = words.iter().position(|w| *w == "->").unwrap();
+            (name.trim().to_owned(), words[0].to_owned(), words[arrow + 1].to_owned())
+        })
+        .collect()
+}
+
+fn mb(bytes: &Value) -> String {
+    format!("{:.1}", bytes.as_f64().unwrap() / 1048576.0)
+}
+
+#[test]
+fn v8_out_of_memory_under_ab_is_explained_with_its_last_gcs() {
+    require_root();
+    let (node, _comm) = unique_node("22.23.3", "oom");
+    let script = repo_root().join("workloads/diagnosis/express-leak.js");
+    let mut child = Command::new(&node)
+        .args(["--max-old-space-size=96"])
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines(child.stdout.take().unwrap());
+    let err = lines(child.stderr.take().unwrap());
+    let server = Guard(child);
+    let pid = server.0.id();
+    let port: u16 = expect_line(&out, "listening").split_whitespace().nth(1).unwrap().parse().unwrap();
+    expect_line(&out, "ready");
+
+    let dumps = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("dumps-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dumps);
+    let mut h = Heaptrace::attach(&[pid], &["--dump-dir", dumps.to_str().unwrap()]);
+    // The limit is read at the main isolate's first GC.
+    let limit = h.next_matching("a snapshot with V8's heap limit", |v| {
+        v["type"] == "snapshot" && v["pid"] == pid && !v["v8_heap_limit_bytes"].is_null()
+    })["v8_heap_limit_bytes"]
+        .as_u64()
+        .unwrap();
+
+    let _ab = Guard(
+        Command::new("ab")
+            .args(["-c", "100", "-n", "1000", "-k", "-q", "-r"])
+            .arg(format!("http://127.0.0.1:{port}/"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ab (apache2-utils; scripts/setup.sh installs it)"),
+    );
+    let death = h.next_matching_within("the death record", Duration::from_secs(90), |v| {
+        v["type"] == "death" && v["pid"] == pid
+    });
+    let (status, records) = h.finish();
+    assert!(status.success());
+    let stderr: Vec<String> = err.try_iter().collect();
+
+    assert_eq!(death["cause"], "v8-oom", "{death}");
+    assert_eq!(death["signal"], "SIGABRT");
+    let memory = &death["memory"];
+    assert_eq!(memory["source"], "kernel", "memory read in the kernel at the abort: {death}");
+    let used = memory["js_heap_used_bytes"].as_f64().unwrap();
+    assert_eq!(memory["v8_heap_limit_bytes"].as_u64(), Some(limit));
+    assert!(
+        (used - limit as f64).abs() <= 0.05 * limit as f64,
+        "JS heap at death {used} within 5 % of the limit {limit}"
+    );
+    assert!(int(memory, "rss_anon_bytes") as f64 >= used, "anon RSS holds the JS heap: {memory}");
+    // The oom record carries the same kernel figures (it once copied the
+    // last interval's sample).
+    let oom = of_type(&records, "oom").into_iter().find(|o| o["pid"] == pid).expect("an oom record");
+    assert_eq!(oom["source"], "v8");
+    assert_eq!(oom["anon_rss_bytes"], memory["rss_anon_bytes"]);
+    // The verdict before death named the leak and V8's limit.
+    let verdicts: Vec<&Value> =
+        of_type(&records, "verdict").into_iter().filter(|v| v["pid"] == pid).collect();
+    assert!(
+        verdicts.iter().any(|v| {
+            let s = &v["verdict"]["state"];
+            (s == "leak" || s == "growing" || s == "gc-thrashing") && v["verdict"]["limit"] == "v8-heap"
+        }),
+        "a forecast against V8's heap limit before death: {verdicts:?}"
+    );
+
+    // The dump: where the record says, root-only, and its last GCs are
+    // the ones V8 printed as it died.
+    let path = Path::new(death["dump_path"].as_str().expect("dump_path"));
+    assert!(path.starts_with(&dumps), "{}", path.display());
+    assert_eq!(std::fs::metadata(path).unwrap().permissions().mode() & 0o777, 0o600);
+    let dump: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    assert_eq!(dump["cause"], "v8-oom");
+    let ours: Vec<(String, String, String)> = dump["flight_recorder"]["gcs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["tid"] == pid)
+        .map(|g| {
+            (
+                g["collector"].as_str().unwrap().to_owned(),
+                mb(&g["heap_before_bytes"]),
+                mb(&g["heap_after_bytes"]),
+            )
+        })
+        .collect();
+    let v8 = last_few_gcs(&stderr);
+    assert!(!v8.is_empty(), "V8 printed its last GCs: {stderr:?}");
+    assert!(ours.len() >= v8.len(), "ours {ours:?}, V8's {v8:?}");
+    let tail = &ours[ours.len() - v8.len()..];
+    for (i, ((name, before, after), (our_name, our_before, our_after))) in v8.iter().zip(tail).enumerate() {
+        assert!(name.starts_with(our_name.as_str()), "GC {i}: V8 {name}, ours {our_name}");
+        assert_eq!((before, after), (our_before, our_after), "GC {i}: V8's {v8:?}, ours {tail:?}");
+    }
+    assert!(!dump["flight_recorder"]["memory"].as_array().unwrap().is_empty());
+    let _ = std::fs::remove_dir_all(&dumps);
+}
+
+fn rootfs() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("rootfs-node22");
+    let status = Command::new("bash")
+        .arg(repo_root().join("scripts/container-rootfs.sh"))
+        .arg(node_bin("22.23.3"))
+        .arg(&dir)
+        .status()
+        .expect("running scripts/container-rootfs.sh");
+    assert!(status.success(), "building the container rootfs failed");
+    dir
+}
+
+/// `podman rm -f` when the test ends.
+struct PodmanGuard(String, Child);
+
+impl Drop for PodmanGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("podman").args(["rm", "-f", "-t", "0", &self.0]).output();
+        let _ = self.1.kill();
+        let _ = self.1.wait();
+    }
+}
+
+const LIMIT: u64 = 160 << 20;
+
+#[test]
+fn a_container_oom_kill_is_forecast_and_explained() {
+    require_root();
+    let rootfs = rootfs();
+    let cidfile = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cid-oom-{}", std::process::id()));
+    let _ = std::fs::remove_file(&cidfile);
+    // A native leak of ~58 MiB/min (Buffers), so the cgroup's limit, not
+    // V8's, is what it runs into.
+    let mut child = Command::new("podman")
+        .args(["--runtime", "/usr/sbin/runc", "--cgroup-manager", "cgroupfs", "run", "--rm"])
+        .args(["--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"])
+        .args(["--memory", "160m", "--memory-swap", "160m", "--env", "BIG_COUNT=15", "--cidfile"])
+        .arg(&cidfile)
+        .arg("--rootfs")
+        .arg(&rootfs)
+        .args(["/usr/bin/node", "/app/buffer-leak.js"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("podman (scripts/setup.sh installs it)");
+    let out = lines(child.stdout.take().unwrap());
+    expect_line(&out, "ready");
+    let id = std::fs::read_to_string(&cidfile).expect("podman's cidfile").trim().to_owned();
+    let _ = std::fs::remove_file(&cidfile);
+    let _container = PodmanGuard(id.clone(), child);
+
+    let mut h = Heaptrace::start(&["--container", &id[..12], "--interval", "1s"]);
+    let death = h.next_matching_within("the container's death", Duration::from_secs(240), |v| {
+        v["type"] == "death" && v["container_id"] == id
+    });
+    let (status, records) = h.stop();
+    assert!(status.success());
+
+    assert_eq!(death["cause"], "oom-kill", "{death}");
+    assert_eq!(death["signal"], "SIGKILL");
+    assert_eq!(death["memory"]["source"], "kernel");
+    assert_eq!(death["memory"]["cgroup_limit_bytes"].as_u64(), Some(LIMIT));
+    assert_eq!(death["runtime"], "podman");
+    let pid = death["pid"].as_u64().unwrap();
+    let exit = of_type(&records, "exit").into_iter().find(|e| e["pid"] == pid).expect("its exit");
+    assert_eq!(exit["oom_killed"], true);
+    // Before it died, the verdict forecast the cgroup's limit: the
+    // process's and its group's.
+    let forecasts: Vec<&Value> = of_type(&records, "verdict")
+        .into_iter()
+        .filter(|v| v["cgroup_id"] == death["cgroup_id"] && v["verdict"]["limit"] == "cgroup")
+        .collect();
+    assert!(
+        !forecasts.is_empty(),
+        "no cgroup forecast before the OOM kill: {:?}",
+        of_type(&records, "verdict")
+    );
+    let first = forecasts[0];
+    assert_eq!(first["verdict"]["limit_bytes"].as_u64(), Some(LIMIT));
+    assert_eq!(first["verdict"]["memory"], "native", "{first}");
+    assert!(first["ts"].as_f64() < death["ts"].as_f64());
+}
