@@ -100,9 +100,8 @@ pub struct MappingTally {
 /// A sample of `p` was applied: record it, judge again, and say so if the
 /// verdict changed.
 pub fn sampled(p: &mut ProcessState, group: Option<&Group>, ts_ns: u64, ts: f64, out: &mut Vec<Record>) {
-    // V8 processes are split into JS heap and the rest; for others all
-    // committed anonymous memory is native.
-    let native = if p.gc_probed { native_bytes(p) } else { p.brk_bytes() + p.space.totals().committed_anon };
+    let native = native_bytes(p);
+    p.native_bytes = native;
     p.evidence.sample(secs(ts_ns), native, p.status.rss_anon);
     p.recorder.memory(MemoryPoint {
         ts,

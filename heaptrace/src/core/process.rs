@@ -54,6 +54,8 @@ pub struct ProcessState {
     pub verdict: super::verdict::Verdict,
     /// What the verdict rests on.
     pub evidence: super::verdict::Evidence,
+    /// Native memory at the latest sample (see `report::native_bytes`).
+    pub native_bytes: u64,
     /// Large mappings of the current interval.
     pub interval_mappings: super::diagnose::MappingTally,
 }
@@ -94,6 +96,7 @@ impl ProcessState {
             verdict: super::verdict::Verdict::unknown("just attached"),
             evidence: Default::default(),
             interval_mappings: Default::default(),
+            native_bytes: 0,
             ns_pid: info.ns_pid,
             pid: info.pid,
             comm: info.comm,
@@ -169,6 +172,7 @@ impl ProcessState {
             verdict: super::verdict::Verdict::unknown("just attached"),
             evidence: Default::default(),
             interval_mappings: Default::default(),
+            native_bytes: 0,
         };
         child.baseline.brk_bytes = child.brk_bytes();
         child

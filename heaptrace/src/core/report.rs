@@ -20,9 +20,14 @@ const LARGEST_MAPPINGS: usize = 5;
 
 /// Committed memory outside V8's heap chunks: the brk heap plus
 /// anonymous private mappings that are not V8's (see
-/// `AddressSpace::committed_split`).
+/// `AddressSpace::committed_split`, which walks the mappings: done once per
+/// sample, and only for V8 processes). Without V8, all of it.
 pub fn native_bytes(p: &ProcessState) -> u64 {
-    p.brk_bytes() + p.space.committed_split().other
+    if p.gc_probed {
+        p.brk_bytes() + p.space.committed_split().other
+    } else {
+        p.brk_bytes() + p.space.totals().committed_anon
+    }
 }
 
 /// An `oom` record: `sizes` as the kernel reported them at the kill, or,
@@ -76,7 +81,7 @@ pub fn snapshot(p: &ProcessState, ts: f64) -> Snapshot {
         weak_callback_ns: p.gc_work.weak_callback_ns,
         heap_after_last_major_bytes: p.gc.heap_after_last_major,
         v8_heap_limit_bytes: p.v8_heap_limit,
-        native_bytes: native_bytes(p),
+        native_bytes: p.native_bytes,
         verdict: p.verdict.clone(),
     }
 }
