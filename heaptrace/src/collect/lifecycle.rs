@@ -296,7 +296,8 @@ impl Lifecycle {
             *missing += 1;
             if *missing >= MISSING_INTERVALS_BEFORE_EXIT {
                 self.clear(pid);
-                let kind = EventKind::Exit {
+                let kind =
+                    EventKind::Exit {
                     calls: sample.calls,
                     gc_work: sample.gc_work.unwrap_or_default(),
                     exit_code: None,

@@ -18,38 +18,10 @@ const SIGKILL: u32 = 9;
 /// The signal's name, as `kill -l` prints it with the SIG prefix.
 pub fn signal_name(signal: u32) -> String {
     const NAMES: [&str; 32] = [
-        "0",
-        "SIGHUP",
-        "SIGINT",
-        "SIGQUIT",
-        "SIGILL",
-        "SIGTRAP",
-        "SIGABRT",
-        "SIGBUS",
-        "SIGFPE",
-        "SIGKILL",
-        "SIGUSR1",
-        "SIGSEGV",
-        "SIGUSR2",
-        "SIGPIPE",
-        "SIGALRM",
-        "SIGTERM",
-        "SIGSTKFLT",
-        "SIGCHLD",
-        "SIGCONT",
-        "SIGSTOP",
-        "SIGTSTP",
-        "SIGTTIN",
-        "SIGTTOU",
-        "SIGURG",
-        "SIGXCPU",
-        "SIGXFSZ",
-        "SIGVTALRM",
-        "SIGPROF",
-        "SIGWINCH",
-        "SIGIO",
-        "SIGPWR",
-        "SIGSYS",
+        "0", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL",
+        "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT", "SIGCHLD", "SIGCONT",
+        "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF",
+        "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
     ];
     match NAMES.get(signal as usize) {
         Some(name) if signal > 0 => (*name).to_owned(),
@@ -119,13 +91,7 @@ pub fn death(
 }
 
 /// One sentence: what killed it, with the memory that explains it.
-fn explain(
-    p: &ProcessState,
-    cause: DeathCause,
-    signal: Option<u32>,
-    m: &DeathMemory,
-    s: ProcStatus,
-) -> String {
+fn explain(p: &ProcessState, cause: DeathCause, signal: Option<u32>, m: &DeathMemory, s: ProcStatus) -> String {
     let rss = format!("RSS {} (anon {})", fmt_bytes(s.rss() as f64), fmt_bytes(s.rss_anon as f64));
     let mut text = match cause {
         DeathCause::V8Oom => {

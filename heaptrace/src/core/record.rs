@@ -5,14 +5,14 @@ use serde::Serialize;
 
 use serde::Deserialize;
 
+pub use super::{
+    recorder::FlightRecording,
+    verdict::{Basis, BasisSource, LimitKind, MemoryKind, Verdict, VerdictState},
+};
 use super::{
     container::ContainerRef,
     gc::{GcKind, PauseQuantiles},
     input::{CallCounts, CgroupVersion, MemHook, Origin},
-};
-pub use super::{
-    recorder::FlightRecording,
-    verdict::{Basis, BasisSource, LimitKind, MemoryKind, Verdict, VerdictState},
 };
 
 /// The version of this schema, in the `start` record. docs/json-output.md

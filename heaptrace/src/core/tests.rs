@@ -326,7 +326,7 @@ fn gc(pid: u32, ts_ns: u64, collector: u32, pause_ns: u64) -> Input {
         marking_steps: 0,
         marking_step_ns: 0,
         marking_start_ns: 0,
-        heap: 0,
+            heap: 0,
     };
     Input::Event(Event { pid, tid: pid, ts_ns, cgroup_id: 0, kind: EventKind::Gc(pause) })
 }
