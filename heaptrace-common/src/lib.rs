@@ -25,9 +25,12 @@ pub mod kind {
     /// A traced process forked a child that is traced too:
     /// [`super::LifecycleEvent`].
     pub const FORK: u32 = 6;
-    /// V8 gave up for lack of heap ("JavaScript heap out of memory"): a
-    /// bare [`super::EventHeader`].
+    /// V8 gave up for lack of heap ("JavaScript heap out of memory"):
+    /// [`super::V8OomEvent`].
     pub const V8_OOM: u32 = 7;
+    /// A signal that ends the process is being delivered to a traced
+    /// process: [`super::FatalSignalEvent`].
+    pub const FATAL_SIGNAL: u32 = 8;
 }
 
 /// What userspace asked the kernel to select at exec and fork time (a
@@ -90,6 +93,9 @@ pub const RING_BUFFER_BYTES: u32 = 16 << 20;
 /// Capacity of the traced-process map (`--all` on a big host included).
 pub const MAX_TRACED_PROCESSES: u32 = 65_536;
 
+/// Capacity of the map of processes a fatal signal was reported for.
+pub const MAX_DYING_PROCESSES: u32 = 4_096;
+
 /// Capacity of the comm-selection map (`--comm`, repeated).
 pub const MAX_SELECTED_COMMS: u32 = 64;
 
@@ -148,6 +154,132 @@ pub struct ExitEvent {
     pub header: EventHeader,
     pub counters: ProcCounters,
     pub gc: GcTotals,
+    /// The process's `wait(2)` status: `code << 8` for an exit, the
+    /// terminating signal in the low 7 bits (0x80 if it dumped core). Valid
+    /// if [`exit_flags::STATUS_KNOWN`] is set.
+    pub status: i32,
+    /// [`exit_flags`].
+    pub flags: u32,
+}
+
+/// [`ExitEvent::flags`] bits.
+pub mod exit_flags {
+    /// `status` was read from the kernel's task (its offsets were found).
+    pub const STATUS_KNOWN: u32 = 1;
+}
+
+/// A process's memory, read in the kernel from its `mm_struct` (bytes).
+///
+/// The RSS counters are `percpu_counter`s on kernels 6.2 and later: the
+/// kernel reads their central `count` only (as `get_mm_counter` does), so
+/// each may lag the exact sum by up to `nr_cpus * percpu_counter_batch`
+/// pages (the batch is `max(32, 2 * nr_cpus)`), e.g. 256 KiB on two CPUs.
+/// The exact sum needs every CPU's per-CPU offset (`__per_cpu_offset`), which
+/// is not reachable without `CONFIG_KALLSYMS_ALL`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryReading {
+    pub rss_anon: u64,
+    pub rss_file: u64,
+    pub rss_shmem: u64,
+    /// `mm->total_vm`: the address space's size.
+    pub vm: u64,
+    /// [`memory_flags`].
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// [`MemoryReading::flags`] bits.
+pub mod memory_flags {
+    /// The reading was made (offsets known, the task still had its mm).
+    pub const READ: u32 = 1;
+}
+
+/// V8 gave up for lack of heap; `memory` is the process's at that call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct V8OomEvent {
+    pub header: EventHeader,
+    pub memory: MemoryReading,
+}
+
+/// A signal that ends the process is being delivered to it (sent once per
+/// process); `memory` is read at that moment, before the process is torn
+/// down.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FatalSignalEvent {
+    pub header: EventHeader,
+    pub signal: u32,
+    pub _pad: u32,
+    pub memory: MemoryReading,
+}
+
+/// Offsets into kernel structures, found by userspace in the kernel's BTF
+/// (`/sys/kernel/btf/vmlinux`) and set as a global at load. A group whose
+/// bit in `flags` is clear was not found; the programs then do without it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// [`kernel_offsets`] bits.
+    pub flags: u32,
+    /// `PAGE_SHIFT`: RSS counters and `total_vm` count pages.
+    pub page_shift: u32,
+    /// `task_struct`: `mm`, `exit_code`, `signal`, `group_leader`.
+    pub task_mm: u32,
+    pub task_exit_code: u32,
+    pub task_signal: u32,
+    pub task_group_leader: u32,
+    /// `mm_struct`: `rss_stat` (an array of counters, one per
+    /// `MM_*PAGES`), `total_vm`.
+    pub mm_rss_stat: u32,
+    pub mm_total_vm: u32,
+    /// Size of one `rss_stat` element, and the offset of its value (the
+    /// `count` of a `percpu_counter`, or an `atomic_long_t` before 6.2).
+    pub rss_stride: u32,
+    pub rss_count: u32,
+    /// `signal_struct`: `flags`, `group_exit_code`, `group_exec_task` (0 if
+    /// this kernel has none).
+    pub signal_flags: u32,
+    pub signal_group_exit_code: u32,
+    pub signal_group_exec_task: u32,
+    pub _pad: u32,
+}
+
+/// [`KernelOffsets::flags`] bits.
+pub mod kernel_offsets {
+    /// `task_mm`, `mm_*`, `rss_*` and `page_shift` are set.
+    pub const MEMORY: u32 = 1;
+    /// `task_exit_code`, `task_signal`, `task_group_leader` and `signal_*`
+    /// are set.
+    pub const SIGNAL: u32 = 2;
+}
+
+impl KernelOffsets {
+    /// Nothing known (the value the object is built with).
+    pub const NONE: Self = Self {
+        flags: 0,
+        page_shift: 0,
+        task_mm: 0,
+        task_exit_code: 0,
+        task_signal: 0,
+        task_group_leader: 0,
+        mm_rss_stat: 0,
+        mm_total_vm: 0,
+        rss_stride: 0,
+        rss_count: 0,
+        signal_flags: 0,
+        signal_group_exit_code: 0,
+        signal_group_exec_task: 0,
+        _pad: 0,
+    };
+}
+
+/// The kernel's `enum mm_counter_type` (include/linux/mm_types_task.h).
+pub mod mm_counter {
+    pub const FILEPAGES: u32 = 0;
+    pub const ANONPAGES: u32 = 1;
+    pub const SHMEMPAGES: u32 = 3;
 }
 
 /// An exec or fork of a process that is, or may become, traced.
@@ -228,6 +360,9 @@ pub struct GcEvent {
     /// this cycle (0 if marking was not incremental, or started before
     /// heaptrace attached).
     pub marking_start_ns: u64,
+    /// `this` of the last `Heap::CollectGarbage` on this thread: the
+    /// address of V8's `Heap` that collected (0 if not seen).
+    pub heap: u64,
 }
 
 /// Per-process totals of GC work outside the pauses, kept in the kernel
@@ -284,17 +419,23 @@ pub struct GcThreadState {
     pub step_begin_ns: u64,
     pub marking_start_begin_ns: u64,
     pub weak_begin_ns: u64,
+    /// `this` of the last `Heap::CollectGarbage` (V8's `Heap*`).
+    pub heap: u64,
 }
 
 /// Capacity of the per-thread GC state map.
 pub const MAX_GC_THREADS: u32 = 16_384;
 
-const _: () = assert!(core::mem::size_of::<GcEvent>() == 88);
+const _: () = assert!(core::mem::size_of::<GcEvent>() == 96);
 const _: () = assert!(core::mem::size_of::<GcTotals>() == 48);
-const _: () = assert!(core::mem::size_of::<GcThreadState>() == 96);
+const _: () = assert!(core::mem::size_of::<GcThreadState>() == 104);
+const _: () = assert!(core::mem::size_of::<MemoryReading>() == 40);
+const _: () = assert!(core::mem::size_of::<V8OomEvent>() == 72);
+const _: () = assert!(core::mem::size_of::<FatalSignalEvent>() == 80);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 56);
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 32);
 const _: () = assert!(core::mem::size_of::<MemEvent>() == 88);
-const _: () = assert!(core::mem::size_of::<ExitEvent>() == 144);
+const _: () = assert!(core::mem::size_of::<ExitEvent>() == 152);
 const _: () = assert!(core::mem::size_of::<LifecycleEvent>() == 56);
 const _: () = assert!(core::mem::size_of::<OomEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<ProcCounters>() == 64);
@@ -346,4 +487,12 @@ mod pod {
     unsafe impl aya::Pod for super::PendingSyscall {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::GcTotals {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::MemoryReading {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::V8OomEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FatalSignalEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::KernelOffsets {}
 }

@@ -3,7 +3,8 @@
 //! One pause is `GCTracer::StartObservablePause` → `StopObservablePause`
 //! (`--trace-gc` prints its line inside the latter). Per thread, because each
 //! isolate (main thread, workers) collects on its own thread:
-//! - `Heap::CollectGarbage` entry gives the reason (arg 2);
+//! - `Heap::CollectGarbage` entry gives the reason (arg 2) and the `Heap`
+//!   that collects (`this`, arg 0: where userspace reads V8's heap limit);
 //! - StartObservablePause gives the start (V8's µs timestamp in arg 1 on
 //!   V8 >= 12.4, else kernel time);
 //! - `Heap::SizeOfObjects` returning inside the pause gives heap used
@@ -33,12 +34,14 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use heaptrace_common::{
-    GC_REASON_UNKNOWN, GC_TYPE_PROCESS_WEAK_CALLBACKS, GcEvent, GcThreadState, GcTotals, gc_flags, kind,
+    GC_REASON_UNKNOWN, GC_TYPE_PROCESS_WEAK_CALLBACKS, GcEvent, GcThreadState, GcTotals, V8OomEvent,
+    gc_flags, kind,
 };
 
 use crate::{
     event::{header, header_at, send},
     maps::{GC_THREADS, GC_TOTALS, QUIET, TRACED, atomic_add},
+    task::memory,
 };
 
 /// The calling thread's GC state, if its process is traced.
@@ -62,8 +65,12 @@ fn thread_state(create: bool) -> Option<(u64, *mut GcThreadState)> {
 pub fn gc_collect_garbage(ctx: ProbeContext) -> u32 {
     if let Some((_, state)) = thread_state(true) {
         let reason: u32 = ctx.arg(2).unwrap_or(GC_REASON_UNKNOWN);
+        let heap: u64 = ctx.arg(0).unwrap_or(0);
         // SAFETY: `state` points into a GC_THREADS value, valid for this run.
-        unsafe { (*state).reason = reason };
+        unsafe {
+            (*state).reason = reason;
+            (*state).heap = heap;
+        }
     }
     0
 }
@@ -165,6 +172,7 @@ fn pause_stop(collector_and_end_us: Option<(u32, u64)>) {
         marking_steps,
         marking_step_ns,
         marking_start_ns,
+        heap: s.heap,
     };
     if major {
         // A major GC ends the marking cycle.
@@ -313,14 +321,14 @@ pub fn gc_epilogue_callbacks(ctx: ProbeContext) -> u32 {
 
 /// V8 gives up: `V8::FatalProcessOutOfMemory` ("JavaScript heap out of
 /// memory"). The process aborts right after, so this is streamed with a
-/// wakeup; one overload may call another, and userspace counts one per
-/// process.
+/// wakeup, with the process's memory read now; one overload may call
+/// another, and userspace counts one per process.
 #[uprobe]
 pub fn gc_fatal_oom(_ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     if TRACED.get_ptr(&((pid_tgid >> 32) as u32)).is_none() {
         return 0;
     }
-    send(&header(kind::V8_OOM, pid_tgid), 0);
+    send(&V8OomEvent { header: header(kind::V8_OOM, pid_tgid), memory: memory() }, 0);
     0
 }

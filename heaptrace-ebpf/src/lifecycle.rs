@@ -11,13 +11,14 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use heaptrace_common::{
-    ExitEvent, LifecycleEvent, OomEvent, ProcCounters, cgroup_verdict, kind, lifecycle_flags, proc_flags,
-    select,
+    ExitEvent, FatalSignalEvent, LifecycleEvent, OomEvent, ProcCounters, cgroup_verdict, exit_flags, kind,
+    lifecycle_flags, proc_flags, select,
 };
 
 use crate::{
     event::{header, send},
-    maps::{CGROUP_VERDICT, COMMS, EVENTS, GC_TOTALS, TRACED, count_drop},
+    maps::{CGROUP_VERDICT, COMMS, DYING, EVENTS, GC_TOTALS, TRACED, count_drop},
+    task::{SIGNAL_GROUP_EXIT, SIGNAL_UNKILLABLE, exit_status, memory, signal_state},
 };
 
 /// Offset of `group_dead` in `sched:sched_process_exit`, read by userspace
@@ -60,7 +61,11 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     // SAFETY: both pointers come from successful lookups in this run; every
     // thread of the process has exited, so nothing updates them any more.
     let (counters, gc) = unsafe { (*counters, GC_TOTALS.get(&tgid).copied().unwrap_or_default()) };
-    entry.write(ExitEvent { header: header(kind::EXIT, pid_tgid), counters, gc });
+    let (status, flags) = match exit_status() {
+        Some(status) => (status, exit_flags::STATUS_KNOWN),
+        None => (0, 0),
+    };
+    entry.write(ExitEvent { header: header(kind::EXIT, pid_tgid), counters, gc, status, flags });
     entry.submit(0);
     untrace(tgid);
     0
@@ -72,6 +77,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 fn untrace(tgid: u32) {
     let _ = TRACED.remove(&tgid);
     let _ = GC_TOTALS.remove(&tgid);
+    let _ = DYING.remove(&tgid);
 }
 
 /// Whether the current process matches the selection.
@@ -227,6 +233,85 @@ pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
     };
     event.header.pid = victim;
     event.header.tid = victim;
+    send(&event, 0);
+    0
+}
+
+/// Offsets of `sig` and `sa_handler` in `signal:signal_deliver`, read by
+/// userspace from the tracepoint's format file and set at load.
+#[unsafe(no_mangle)]
+static SIGNAL_DELIVER_SIG_OFFSET: u32 = 8;
+#[unsafe(no_mangle)]
+static SIGNAL_DELIVER_HANDLER_OFFSET: u32 = 24;
+
+const SIGKILL: i32 = 9;
+/// `SIG_DFL`: the signal's default action.
+const SIG_DFL: u64 = 0;
+
+/// Whether a signal's default action ends the process (terminate, or dump
+/// core): all but the ignored (SIGCHLD, SIGCONT, SIGURG, SIGWINCH) and the
+/// stopping ones (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU).
+#[inline(always)]
+fn default_is_fatal(sig: i32) -> bool {
+    !matches!(sig, 17..=23 | 28) && sig > 0
+}
+
+/// A signal is being delivered (`get_signal`, in the receiving thread).
+/// Reports, once per process, a signal that ends it, with its memory read
+/// now, before `exit_mm` tears it down.
+///
+/// Which deliveries end the process:
+/// - a signal whose handler is `SIG_DFL` and whose default action is to
+///   terminate or dump core (not for a container's init, which the kernel
+///   lets ignore them);
+/// - SIGKILL. The kernel turns every fatal signal it can act on at once
+///   (SIGKILL, and SIGTERM & co. with no handler) into a group exit and
+///   delivers SIGKILL to each thread; an `exit_group` (process.exit) and an
+///   exec do the same to the other threads. So for SIGKILL the real cause is
+///   the group's exit code: a signal number in its low 7 bits is the one
+///   that killed the process, an exit code is no signal death, and an
+///   exec's kill (no group exit) is not a death at all.
+#[tracepoint]
+pub fn signal_deliver(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if TRACED.get_ptr(&tgid).is_none() {
+        return 0;
+    }
+    // SAFETY: volatile reads of globals that userspace patches at load.
+    let (sig_at, handler_at) = unsafe {
+        (
+            core::ptr::read_volatile(&SIGNAL_DELIVER_SIG_OFFSET),
+            core::ptr::read_volatile(&SIGNAL_DELIVER_HANDLER_OFFSET),
+        )
+    };
+    // SAFETY: offsets from the tracepoint's format; helper-based reads.
+    let Ok(sig) = (unsafe { ctx.read_at::<i32>(sig_at as usize) }) else { return 0 };
+    let signal = if sig == SIGKILL {
+        match signal_state() {
+            Some((flags, code, _)) if flags & SIGNAL_GROUP_EXIT != 0 => code & 0x7f,
+            Some((_, _, true)) => 0, // an exec in another thread
+            _ => SIGKILL,
+        }
+    } else {
+        // SAFETY: as above.
+        let handler = unsafe { ctx.read_at::<u64>(handler_at as usize) }.unwrap_or(1);
+        let unkillable = signal_state().is_some_and(|(flags, _, _)| flags & SIGNAL_UNKILLABLE != 0);
+        if handler == SIG_DFL && default_is_fatal(sig) && !unkillable { sig } else { 0 }
+    };
+    if signal == 0 {
+        return 0;
+    }
+    // One report per process: the first thread to get here.
+    if DYING.insert(&tgid, &1, BPF_NOEXIST as u64).is_err() {
+        return 0;
+    }
+    let event = FatalSignalEvent {
+        header: header(kind::FATAL_SIGNAL, pid_tgid),
+        signal: signal as u32,
+        _pad: 0,
+        memory: memory(),
+    };
     send(&event, 0);
     0
 }

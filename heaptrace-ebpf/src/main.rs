@@ -13,6 +13,7 @@ mod gc;
 mod lifecycle;
 mod maps;
 mod mem;
+mod task;
 
 #[cfg(not(test))]
 #[panic_handler]

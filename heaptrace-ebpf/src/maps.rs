@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
 };
 use heaptrace_common::{
-    GcThreadState, GcTotals, MAX_CGROUP_VERDICTS, MAX_GC_THREADS, MAX_PENDING_SYSCALLS, MAX_SELECTED_COMMS,
-    MAX_TRACED_PROCESSES, PendingSyscall, ProcCounters, RING_BUFFER_BYTES,
+    GcThreadState, GcTotals, MAX_CGROUP_VERDICTS, MAX_DYING_PROCESSES, MAX_GC_THREADS, MAX_PENDING_SYSCALLS,
+    MAX_SELECTED_COMMS, MAX_TRACED_PROCESSES, PendingSyscall, ProcCounters, RING_BUFFER_BYTES,
 };
 
 /// The traced set: tgid → that process's counters. Userspace inserts and
@@ -45,6 +45,15 @@ pub static PENDING: HashMap<u32, PendingSyscall> = HashMap::with_max_entries(MAX
 #[map]
 pub static GC_THREADS: aya_ebpf::maps::LruHashMap<u32, GcThreadState> =
     aya_ebpf::maps::LruHashMap::with_max_entries(MAX_GC_THREADS, 0);
+
+/// Processes a fatal signal was reported for, tgid → 1: a process-wide
+/// kill is delivered to every thread, and is reported once. The insert
+/// (BPF_NOEXIST) is atomic, so two threads dying at once on two CPUs cannot
+/// both report. Entries go with the process (exit); LRU, so leftovers of
+/// processes userspace let go of cannot fill it.
+#[map]
+pub static DYING: aya_ebpf::maps::LruHashMap<u32, u32> =
+    aya_ebpf::maps::LruHashMap::with_max_entries(MAX_DYING_PROCESSES, 0);
 
 /// Per-process totals of GC work outside pauses (see gc.rs), tgid → totals.
 #[map]

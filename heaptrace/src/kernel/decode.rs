@@ -2,13 +2,14 @@
 //! the shared wire types.
 
 use heaptrace_common::{
-    EventHeader, ExitEvent, GC_REASON_UNKNOWN, GcEvent, GcTotals, LifecycleEvent, MemEvent, OomEvent,
-    ProcCounters, gc_flags, kind, lifecycle_flags, mem_op,
+    EventHeader, ExitEvent, FatalSignalEvent, GC_REASON_UNKNOWN, GcEvent, GcTotals, LifecycleEvent, MemEvent,
+    MemoryReading, OomEvent, ProcCounters, V8OomEvent, exit_flags, gc_flags, kind, lifecycle_flags, mem_op,
+    memory_flags,
 };
 
 use crate::core::{
     CallCounts, Event, EventKind, MemOp,
-    input::{GcPause, GcWork},
+    input::{GcPause, GcWork, ProcStatus},
 };
 
 #[derive(Debug, PartialEq, Eq)]
@@ -42,7 +43,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         }
         kind::EXIT => {
             let e: ExitEvent = read(bytes).ok_or(truncated)?;
-            EventKind::Exit { calls: call_counts(&e.counters), gc_work: gc_work(&e.gc), exit_code: None }
+            EventKind::Exit {
+                calls: call_counts(&e.counters),
+                gc_work: gc_work(&e.gc),
+                exit_code: (e.flags & exit_flags::STATUS_KNOWN != 0).then_some(e.status),
+            }
         }
         kind::EXEC | kind::FORK => {
             let e: LifecycleEvent = read(bytes).ok_or(truncated)?;
@@ -79,13 +84,30 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 marking_steps: e.marking_steps,
                 marking_step_ns: e.marking_step_ns,
                 marking_start_ns: e.marking_start_ns,
-                heap: 0,
+                heap: e.heap,
             })
         }
-        kind::V8_OOM => EventKind::V8OutOfMemory { memory: None },
+        kind::V8_OOM => {
+            let e: V8OomEvent = read(bytes).ok_or(truncated)?;
+            EventKind::V8OutOfMemory { memory: memory(&e.memory) }
+        }
+        kind::FATAL_SIGNAL => {
+            let e: FatalSignalEvent = read(bytes).ok_or(truncated)?;
+            EventKind::FatalSignal { signal: e.signal, memory: memory(&e.memory) }
+        }
         other => return Err(DecodeError::UnknownKind(other)),
     };
     Ok(Event { pid: header.pid, tid: header.tid, ts_ns: header.ts_ns, cgroup_id: header.cgroup_id, kind })
+}
+
+/// A kernel memory reading (bytes already), if it was made.
+fn memory(m: &MemoryReading) -> Option<ProcStatus> {
+    (m.flags & memory_flags::READ != 0).then_some(ProcStatus {
+        vm_size: m.vm,
+        rss_anon: m.rss_anon,
+        rss_file: m.rss_file,
+        rss_shmem: m.rss_shmem,
+    })
 }
 
 /// A kernel comm: NUL-padded, not necessarily UTF-8.
@@ -208,6 +230,7 @@ mod tests {
             marking_steps: 91,
             marking_step_ns: 9_200_000,
             marking_start_ns: 300_000,
+            heap: 0x3a_0000_8000,
         };
         let want = GcPause {
             pause_ns: 512_000,
@@ -219,7 +242,7 @@ mod tests {
             marking_steps: 91,
             marking_step_ns: 9_200_000,
             marking_start_ns: 300_000,
-            heap: 0,
+            heap: 0x3a_0000_8000,
         };
         assert_eq!(decode(&bytes(&e)).unwrap().kind, EventKind::Gc(want));
         let unknown = GcEvent { header: header(kind::GC), reason: GC_REASON_UNKNOWN, ..Default::default() };
@@ -249,12 +272,55 @@ mod tests {
         );
     }
 
+    fn reading() -> MemoryReading {
+        MemoryReading {
+            rss_anon: 300 << 20,
+            rss_file: 40 << 20,
+            rss_shmem: 1 << 20,
+            vm: 11 << 30,
+            flags: memory_flags::READ,
+            _pad: 0,
+        }
+    }
+
+    fn status() -> ProcStatus {
+        ProcStatus { vm_size: 11 << 30, rss_anon: 300 << 20, rss_file: 40 << 20, rss_shmem: 1 << 20 }
+    }
+
     #[test]
-    fn v8_out_of_memory_is_a_bare_header() {
+    fn v8_out_of_memory_carries_the_kernels_reading() {
+        let mut e = V8OomEvent { header: header(kind::V8_OOM), memory: reading() };
+        assert_eq!(decode(&bytes(&e)).unwrap().kind, EventKind::V8OutOfMemory { memory: Some(status()) });
+        e.memory.flags = 0; // offsets unknown, or the task had no mm
+        assert_eq!(decode(&bytes(&e)).unwrap().kind, EventKind::V8OutOfMemory { memory: None });
         assert_eq!(
-            decode(&bytes(&header(kind::V8_OOM))).unwrap().kind,
-            EventKind::V8OutOfMemory { memory: None }
+            decode(&bytes(&header(kind::V8_OOM))),
+            Err(DecodeError::Truncated { kind: kind::V8_OOM, len: 32 })
         );
+    }
+
+    #[test]
+    fn fatal_signals() {
+        let e =
+            FatalSignalEvent { header: header(kind::FATAL_SIGNAL), signal: 9, _pad: 0, memory: reading() };
+        assert_eq!(
+            decode(&bytes(&e)).unwrap().kind,
+            EventKind::FatalSignal { signal: 9, memory: Some(status()) }
+        );
+    }
+
+    #[test]
+    fn exit_status_only_when_read() {
+        let mut e = ExitEvent { header: header(kind::EXIT), status: 3 << 8, ..Default::default() };
+        let exit_code = |e: &ExitEvent| {
+            let EventKind::Exit { exit_code, .. } = decode(&bytes(e)).unwrap().kind else { panic!() };
+            exit_code
+        };
+        assert_eq!(exit_code(&e), None);
+        e.flags = exit_flags::STATUS_KNOWN;
+        assert_eq!(exit_code(&e), Some(0x300));
+        e.status = 0x86; // SIGABRT, core dumped
+        assert_eq!(exit_code(&e), Some(0x86));
     }
 
     #[test]

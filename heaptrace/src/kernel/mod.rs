@@ -4,6 +4,7 @@
 //! attachments by program name, for the V8 module to place; it knows
 //! programs and maps, not V8. Nothing here aggregates; that is the core's job.
 
+mod btf;
 mod decode;
 mod hooks;
 mod preflight;
@@ -15,7 +16,7 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{ProgramError, UProbe, uprobe::UProbeLinkId},
 };
-use heaptrace_common::{ProcCounters, cgroup_verdict, proc_flags};
+use heaptrace_common::{ProcCounters, cgroup_verdict, kernel_offsets, proc_flags};
 use thiserror::Error;
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -127,9 +128,16 @@ impl Tracer {
         if group_dead_offset == 0 {
             notes.push("sched_process_exit has no group_dead field: a process counts as exited when its main thread exits".into());
         }
+        let offsets = btf::kernel_offsets(&mut notes);
+        let signal_field = |field| tracepoint_field_offset("signal", "signal_deliver", field);
+        let signal_fields = signal_field("sig").zip(signal_field("sa_handler"));
+        let (sig_offset, handler_offset) = signal_fields.unwrap_or((8, 24));
         let mut ebpf = EbpfLoader::new()
             .override_global("EXIT_GROUP_DEAD_OFFSET", &group_dead_offset, true)
             .override_global("SELECT", &selection.bits, true)
+            .override_global("KERNEL_OFFSETS", &offsets, true)
+            .override_global("SIGNAL_DELIVER_SIG_OFFSET", &sig_offset, true)
+            .override_global("SIGNAL_DELIVER_HANDLER_OFFSET", &handler_offset, true)
             .map_max_entries("EVENTS", ring_buffer_bytes)
             .load(EBPF_OBJECT)
             .map_err(KernelError::Load)?;
@@ -142,6 +150,18 @@ impl Tracer {
         hooks::attach_tracepoint(&mut ebpf, "task_newtask", "task", "task_newtask")?;
         if let Err(e) = hooks::attach_tracepoint(&mut ebpf, "oom_mark_victim", "oom", "mark_victim") {
             notes.push(format!("OOM kills will not be reported: {e}"));
+        }
+        // Without signal_struct's offsets, the program cannot tell a kill
+        // from the SIGKILL an exit_group sends the other threads.
+        if signal_fields.is_none() {
+            notes.push(
+                "signal:signal_deliver has no sig/sa_handler fields: fatal signals will not be reported"
+                    .into(),
+            );
+        } else if offsets.flags & kernel_offsets::SIGNAL != 0
+            && let Err(e) = hooks::attach_tracepoint(&mut ebpf, "signal_deliver", "signal", "signal_deliver")
+        {
+            notes.push(format!("fatal signals will not be reported: {e}"));
         }
 
         let take = |ebpf: &mut Ebpf, name: &'static str| {
