@@ -11,7 +11,8 @@
 //!
 //! [`probes`] is the one table of what is probed, on which versions, by
 //! which eBPF program; [`hold`] keeps a just-exec'd process still while its
-//! probes go in. [`V8Support`] is the collector's one handle on all of it:
+//! probes go in; [`limit`] reads V8's heap limit from a process by running
+//! `Heap::MaxReserved()` in [`emulate`]. [`V8Support`] is the collector's one handle on all of it:
 //! it picks the scope (per process for `--pid`, per binary for selections),
 //! keeps the instances, and words what happened.
 //!
