@@ -68,7 +68,8 @@ if (mc.length) {
 if (stats.length) {
   const ps = stats.filter((s) => s.t >= warmup);
   for (const k of ['rss', 'heapUsed', 'external', 'arrayBuffers']) {
-    console.log(`${k}: slope after warm-up ${f(slope(ps.map((s) => [s.t / 60, s[k]])), 3)} MiB/min, range after warm-up ${range(ps.map((s) => s[k]))}, first ${f(stats[0][k])} last ${f(stats[stats.length - 1][k])}`);
+    const h2 = stats.filter((s) => s.t >= dur / 2);
+    console.log(`${k}: slope after warm-up ${f(slope(ps.map((s) => [s.t / 60, s[k]])), 3)} MiB/min, second half ${f(slope(h2.map((s) => [s.t / 60, s[k]])), 3)} MiB/min, range after warm-up ${range(ps.map((s) => s[k]))}, first ${f(stats[0][k])} last ${f(stats[stats.length - 1][k])}`);
   }
   const cpu = stats.map((s) => s.cpu);
   console.log(`cpu: mean ${f(cpu.reduce((a, b) => a + b, 0) / cpu.length, 1)}% max ${f(Math.max(...cpu), 1)}%`);

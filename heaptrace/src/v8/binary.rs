@@ -11,7 +11,10 @@ use std::{collections::HashMap, num::NonZeroU32, path::Path};
 
 use object::{Object, ObjectSegment, ObjectSymbol};
 
-use super::probes::{Generation, PROBES, V8Function, programs};
+use super::{
+    limit::MaxReservedFn,
+    probes::{Generation, PROBES, V8Function, programs},
+};
 use crate::kernel::{KernelError, Tracer, UprobeLink, UprobeScope};
 
 /// One symbol that matched.
@@ -28,6 +31,11 @@ pub struct V8Binary {
     /// GNU build-id, hex; a cache key, and what names a stripped binary.
     pub build_id: Option<String>,
     pub functions: HashMap<V8Function, Vec<ResolvedSymbol>>,
+    /// `Heap::MaxReserved()`, which gives V8's heap limit ([`super::limit`]).
+    pub max_reserved: Option<MaxReservedFn>,
+    /// Position-independent (a shared library, or a PIE executable): its
+    /// addresses in a process are the file's plus where it was loaded.
+    pub relocatable: bool,
 }
 
 /// What attaching the probes to a process did, for people.
@@ -147,6 +155,7 @@ pub fn resolve(data: &[u8]) -> Result<V8Binary, object::Error> {
     };
 
     let mut functions: HashMap<V8Function, Vec<ResolvedSymbol>> = HashMap::new();
+    let mut max_reserved = None;
     // .symtab when present (official builds), .dynsym too (Debian's
     // libnode keeps only that); the same symbol in both counts once.
     for sym in file.symbols().chain(file.dynamic_symbols()) {
@@ -158,6 +167,13 @@ pub fn resolve(data: &[u8]) -> Result<V8Binary, object::Error> {
         if name.contains(".cold") {
             continue;
         }
+        if max_reserved.is_none()
+            && let Some(offset) = to_file_offset(sym.address())
+            && let Some(f) = MaxReservedFn::from_symbol(data, name, sym.address(), sym.size(), offset)
+        {
+            max_reserved = Some(f);
+            continue;
+        }
         let Some(f) = V8Function::from_mangled(name) else { continue };
         let Some(file_offset) = to_file_offset(sym.address()) else { continue };
         let entry = functions.entry(f).or_default();
@@ -165,7 +181,8 @@ pub fn resolve(data: &[u8]) -> Result<V8Binary, object::Error> {
             entry.push(ResolvedSymbol { name: name.to_owned(), file_offset });
         }
     }
-    Ok(V8Binary { build_id, functions })
+    let relocatable = file.kind() == object::ObjectKind::Dynamic;
+    Ok(V8Binary { build_id, functions, max_reserved, relocatable })
 }
 
 #[cfg(test)]
@@ -182,6 +199,7 @@ mod tests {
             ]
             .into_iter()
             .collect(),
+            ..V8Binary::default()
         }
     }
 
@@ -203,7 +221,7 @@ mod tests {
         let data = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         let b = resolve(&data).unwrap();
         assert!(b.build_id.is_some());
-        assert!(!b.has_v8() && b.functions.is_empty());
+        assert!(!b.has_v8() && b.functions.is_empty() && b.max_reserved.is_none());
         assert!(resolve(b"not an ELF file").is_err());
     }
 }

@@ -11,7 +11,8 @@
 //!
 //! [`probes`] is the one table of what is probed, on which versions, by
 //! which eBPF program; [`hold`] keeps a just-exec'd process still while its
-//! probes go in. [`V8Support`] is the collector's one handle on all of it:
+//! probes go in; [`limit`] reads V8's heap limit from a process by running
+//! `Heap::MaxReserved()` in [`emulate`]. [`V8Support`] is the collector's one handle on all of it:
 //! it picks the scope (per process for `--pid`, per binary for selections),
 //! keeps the instances, and words what happened.
 //!
@@ -20,13 +21,16 @@
 //! and naming JS frames belong here too, when they come.
 
 pub mod binary;
+pub mod emulate;
 pub mod hold;
+pub mod limit;
 pub mod loader;
 pub mod probes;
 
 use std::collections::HashMap;
 
 pub use binary::{AttachReport, V8Binary, V8Instance};
+pub use limit::{LimitError, LimitReader};
 pub use loader::{FileId, Found, LoadError, Loader, ProcessBinary};
 
 use crate::kernel::{KernelError, Tracer};
@@ -125,6 +129,8 @@ pub struct V8Support {
     instances: HashMap<u32, V8Instance>,
     /// Processes whose probes the kernel refused.
     attach_failures: u64,
+    /// Where `Heap::MaxReserved()` is, per process whose limit was read.
+    limits: HashMap<u32, LimitReader>,
 }
 
 impl V8Support {
@@ -135,6 +141,7 @@ impl V8Support {
             shared: HashMap::new(),
             instances: HashMap::new(),
             attach_failures: 0,
+            limits: HashMap::new(),
         }
     }
 
@@ -183,9 +190,31 @@ impl V8Support {
     /// Detaches the probes placed for this process alone (it exited, or
     /// exec'd another program). Shared probes stay.
     pub fn detach(&mut self, pid: u32, kernel: &mut Tracer) {
+        self.limits.remove(&pid);
         if let Some(instance) = self.instances.remove(&pid) {
             instance.detach(kernel);
         }
+    }
+
+    /// V8's heap limit in process `pid`, exactly what
+    /// `v8.getHeapStatistics().heap_size_limit` reports there, for the
+    /// isolate whose `Heap` is at `heap` (arg 0 of `Heap::CollectGarbage`,
+    /// as `GcPause.heap` delivers it). Read from the process each call (see
+    /// [`limit`]); where the function is in it is found on the first call
+    /// and kept until [`V8Support::detach`].
+    pub fn heap_size_limit(&mut self, pid: u32, heap: u64) -> Result<u64, LimitError> {
+        let reader = match self.limits.entry(pid) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let binary = match self.loader.find_in_process(pid) {
+                    Ok(Found::V8(binary)) => binary,
+                    Ok(Found::NotV8 { .. }) => return Err(LimitError::NotV8(pid)),
+                    Err(source) => return Err(LimitError::Load { pid, source }),
+                };
+                e.insert(LimitReader::new(pid, &binary)?)
+            }
+        };
+        reader.read(heap)
     }
 
     /// Processes whose probes the kernel refused, so far.
