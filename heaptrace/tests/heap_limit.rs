@@ -5,8 +5,9 @@
 //! default from the machine's memory), `--max-old-space-size` on the
 //! command line, the same in `NODE_OPTIONS`, and a cgroup memory limit.
 //!
-//! The `Heap*` comes from bpftrace on `Heap::CollectGarbage` (its `this`),
-//! as heaptrace's own GC probe will deliver it.
+//! End to end: heaptrace traces the process, its GC probe delivers the
+//! `Heap*` (the `this` of `Heap::CollectGarbage`), and the snapshot's
+//! `v8_heap_limit_bytes` must equal the printed value.
 
 mod support;
 
@@ -19,7 +20,7 @@ use std::{
     thread,
 };
 
-use heaptrace::v8::{Found, LimitReader, Loader, V8Support, probes::V8Function};
+use heaptrace::v8::{Found, LimitReader, Loader};
 use support::*;
 
 /// Prints its heap limit, then makes garbage every 5 ms so that GCs come.
@@ -34,8 +35,6 @@ const CGROUP_LIMIT: u64 = 512 * 1024 * 1024;
 struct Build {
     name: &'static str,
     node: PathBuf,
-    /// The file that holds V8 (the executable, or Debian's libnode.so).
-    v8_file: PathBuf,
     debian_root: Option<PathBuf>,
 }
 
@@ -44,11 +43,10 @@ fn build(name: &'static str) -> Build {
         let root = node_cache().join("debian-18");
         let node = root.join("usr/bin/node");
         assert!(node.exists(), "{} is missing: run scripts/fetch-node.sh", node.display());
-        let v8_file = root.join("usr/lib/x86_64-linux-gnu/libnode.so.108");
-        return Build { name, node, v8_file, debian_root: Some(root) };
+        return Build { name, node, debian_root: Some(root) };
     }
     let (node, _comm) = unique_node(name, &name[..2]);
-    Build { name, v8_file: node.clone(), node, debian_root: None }
+    Build { name, node, debian_root: None }
 }
 
 impl Build {
@@ -71,14 +69,6 @@ impl Build {
         let mut cmd = Command::new("unshare");
         cmd.args(["-m", "sh", "-c", &script, "sh"]).args(flags).args(["-e", SCRIPT]);
         cmd
-    }
-
-    /// `Heap::CollectGarbage`'s symbol in the file, for bpftrace.
-    fn collect_garbage_symbol(&self) -> String {
-        let (_, binary) = Loader::default().load(&self.v8_file).expect("the V8 file");
-        let syms = &binary.functions[&V8Function::CollectGarbage];
-        assert_eq!(syms.len(), 1, "{syms:?}");
-        syms[0].name.clone()
     }
 }
 
@@ -157,7 +147,7 @@ enum Case {
 }
 
 /// Runs the build in `case`; returns (printed, read).
-fn measure(b: &Build, case: Case, symbol: &str) -> (u64, u64) {
+fn measure(b: &Build, case: Case) -> (u64, u64) {
     let mut guard = CgroupGuard::new();
     let flags: &[&str] = match case {
         Case::Flag => &["--max-old-space-size=96"],
@@ -184,31 +174,14 @@ fn measure(b: &Build, case: Case, symbol: &str) -> (u64, u64) {
     let out = lines(node.0.stdout.take().unwrap());
     let printed: u64 = line_starting(&out, "limit ", "node's heap_size_limit").parse().unwrap();
 
-    let probe = format!(
-        "uprobe:{}:{symbol} /pid == {pid}/ {{ printf(\"heap %lx\\n\", arg0); exit(); }}",
-        b.v8_file.display()
-    );
-    let mut bpftrace = Reaped(
-        Command::new("bpftrace")
-            .args(["-e", &probe])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("bpftrace"),
-    );
-    let heap_lines = lines(bpftrace.0.stdout.take().unwrap());
-    let heap =
-        u64::from_str_radix(&line_starting(&heap_lines, "heap ", "a GC's Heap* from bpftrace"), 16).unwrap();
-
-    let read = V8Support::new(false)
-        .heap_size_limit(pid, heap)
-        .unwrap_or_else(|e| panic!("{} {case:?}: {e}", b.name));
+    let mut h = Heaptrace::attach(&[pid], &[]);
+    let snapshot = h.next_matching("a snapshot with V8's heap limit", |v| {
+        v["type"] == "snapshot" && v["pid"] == pid && !v["v8_heap_limit_bytes"].is_null()
+    });
+    let read = snapshot["v8_heap_limit_bytes"].as_u64().unwrap();
     let address = check_address(pid);
-    println!(
-        "{} {case:?}: MaxReserved at {address:#x}, Heap* {heap:#x}: printed {printed}, read {read}",
-        b.name
-    );
-    drop(bpftrace);
+    println!("{} {case:?}: MaxReserved at {address:#x}: printed {printed}, read {read}", b.name);
+    drop(h);
     drop(node);
     (printed, read)
 }
@@ -216,10 +189,9 @@ fn measure(b: &Build, case: Case, symbol: &str) -> (u64, u64) {
 fn check(name: &'static str) {
     require_root();
     let b = build(name);
-    let symbol = b.collect_garbage_symbol();
     let mut results = Vec::new();
     for case in [Case::Default, Case::Flag, Case::NodeOptions, Case::Cgroup] {
-        let (printed, read) = measure(&b, case, &symbol);
+        let (printed, read) = measure(&b, case);
         assert_eq!(read, printed, "{name} {case:?}: read from the process vs printed by it");
         results.push(printed);
     }

@@ -73,5 +73,8 @@ if (stats.length) {
   }
   const cpu = stats.map((s) => s.cpu);
   console.log(`cpu: mean ${f(cpu.reduce((a, b) => a + b, 0) / cpu.length, 1)}% max ${f(Math.max(...cpu), 1)}%`);
+  const perMin = [];
+  for (const s of stats) (perMin[Math.floor(s.t / 60)] ||= []).push(s.rss);
+  console.log(`rss min..max per minute: ${perMin.map((a, i) => `m${i}:${range(a)}`).join(' ')}`);
   console.log(`rss series: ${stats.map((s) => `${f(s.t, 0)}s:${f(s.rss, 0)}`).join(' ')}`);
 }

@@ -105,6 +105,12 @@ pub enum Action {
     /// Look for V8 in the process again; answered with
     /// [`Lifecycle::v8_retried`].
     RetryV8(u32),
+    /// Read V8's heap limit from the process, for the isolate whose `Heap`
+    /// is at `heap`; the loop applies [`Input::HeapLimit`].
+    ReadHeapLimit {
+        pid: u32,
+        heap: u64,
+    },
     /// Say this on stderr; `verbose`: only with `--verbose`.
     Say {
         text: String,
@@ -123,6 +129,9 @@ pub struct Lifecycle {
     /// Selected processes that could not be read: not tried again by the
     /// rescan, nor reported again.
     skipped: HashSet<u32>,
+    /// Live processes whose V8 heap limit was asked for (once each: the
+    /// limit does not change in a process's life).
+    limit_asked: HashSet<u32>,
 }
 
 fn say(text: String) -> Action {
@@ -131,7 +140,13 @@ fn say(text: String) -> Action {
 
 impl Lifecycle {
     pub fn new(selection: Selection) -> Self {
-        Self { selection, missing: HashMap::new(), v8_retries: HashMap::new(), skipped: HashSet::new() }
+        Self {
+            selection,
+            missing: HashMap::new(),
+            v8_retries: HashMap::new(),
+            skipped: HashSet::new(),
+            limit_asked: HashSet::new(),
+        }
     }
 
     pub fn selection(&self) -> &Selection {
@@ -213,6 +228,12 @@ impl Lifecycle {
                 self.clear(pid);
                 actions.push(Action::Apply(Input::Event(event)));
                 actions.push(Action::DetachV8(pid));
+            }
+            // The main isolate's first GC brings the address of its `Heap`,
+            // where V8's heap limit is read.
+            EventKind::Gc(pause) if event.tid == pid && pause.heap != 0 && self.limit_asked.insert(pid) => {
+                actions.push(Action::ReadHeapLimit { pid, heap: pause.heap });
+                actions.push(Action::Apply(Input::Event(event)));
             }
             _ => actions.push(Action::Apply(Input::Event(event))),
         }
@@ -336,13 +357,14 @@ impl Lifecycle {
     fn clear(&mut self, pid: u32) {
         self.missing.remove(&pid);
         self.v8_retries.remove(&pid);
+        self.limit_asked.remove(&pid);
     }
 
     /// Pids with per-process state, for the tests to show that it stays
     /// bounded.
     #[cfg(test)]
     pub fn tracked(&self) -> usize {
-        self.missing.len() + self.v8_retries.len()
+        self.missing.len() + self.v8_retries.len() + self.limit_asked.len()
     }
 }
 

@@ -293,6 +293,19 @@ impl Collector<'_> {
                     self.v8.detach(pid, &mut self.tracer);
                     continue;
                 }
+                Action::ReadHeapLimit { pid, heap } => {
+                    match self.v8.heap_size_limit(pid, heap) {
+                        Ok(bytes) => {
+                            let input = Input::HeapLimit { pid, ts_ns: clock::monotonic_ns(), bytes };
+                            self.model.apply(input, &mut self.out);
+                        }
+                        Err(e) if self.verbose => {
+                            eprintln!("heaptrace: pid {pid}: V8's heap limit not read: {e}")
+                        }
+                        Err(_) => {}
+                    }
+                    continue;
+                }
                 Action::RetryV8(pid) => {
                     let probed = self.attach_v8(pid, "", false);
                     self.lifecycle.v8_retried(pid, probed, clock::monotonic_ns())

@@ -241,3 +241,37 @@ fn a_process_the_kernel_refuses_is_reported_and_skipped() {
     let actions = l.traced(request, TraceOutcome::KernelRefused("map full".into())).unwrap();
     assert!(matches!(&actions[..], [Action::Say { text, verbose: false }] if text.contains("map full")));
 }
+
+#[test]
+fn the_heap_limit_is_read_once_at_the_main_isolates_first_gc() {
+    let mut l = Lifecycle::new(comm_selection("node"));
+    let live = Live::of(&[10]);
+    let gc = |tid: u32, heap: u64| {
+        let pause = crate::core::input::GcPause {
+            pause_ns: 1,
+            heap_before: 2,
+            heap_after: 1,
+            collector: Some(0),
+            reason: None,
+            v8_timestamps: true,
+            marking_steps: 0,
+            marking_step_ns: 0,
+            marking_start_ns: 0,
+            heap,
+        };
+        Event { tid, ..event(10, EventKind::Gc(pause)) }
+    };
+    let reads =
+        |actions: &[Action]| actions.iter().filter(|a| matches!(a, Action::ReadHeapLimit { .. })).count();
+    // A worker's GC: its heap has a limit of its own.
+    assert_eq!(reads(&route(&mut l, gc(11, 0xaaa), &live)), 0);
+    // Without the Heap*, nothing to read from.
+    assert_eq!(reads(&route(&mut l, gc(10, 0), &live)), 0);
+    let first = route(&mut l, gc(10, 0xbbb), &live);
+    assert_eq!(first[0], Action::ReadHeapLimit { pid: 10, heap: 0xbbb });
+    assert!(matches!(first[1], Action::Apply(Input::Event(_))));
+    assert_eq!(reads(&route(&mut l, gc(10, 0xbbb), &live)), 0, "once per process");
+    // Its exit forgets it.
+    route(&mut l, exit(10), &live);
+    assert_eq!(l.tracked(), 0);
+}
