@@ -179,8 +179,20 @@ fn measure(b: &Build, case: Case) -> (u64, u64) {
         v["type"] == "snapshot" && v["pid"] == pid && !v["v8_heap_limit_bytes"].is_null()
     });
     let read = snapshot["v8_heap_limit_bytes"].as_u64().unwrap();
+    let old = snapshot["v8_old_generation_limit_bytes"].as_u64().expect("the old generation's limit");
     let address = check_address(pid);
-    println!("{} {case:?}: MaxReserved at {address:#x}: printed {printed}, read {read}", b.name);
+    println!(
+        "{} {case:?}: MaxReserved at {address:#x}: printed {printed}, read {read}, old generation {old}",
+        b.name
+    );
+    // What the flag sets, exactly; otherwise a part of the whole.
+    match case {
+        Case::Flag => assert_eq!(old, 96 << 20, "{} {case:?}", b.name),
+        Case::NodeOptions => assert_eq!(old, 200 << 20, "{} {case:?}", b.name),
+        Case::Default | Case::Cgroup => {
+            assert!(old < read && old > read / 2, "{} {case:?}: {old} of {read}", b.name)
+        }
+    }
     drop(h);
     drop(node);
     (printed, read)

@@ -67,7 +67,8 @@ if (mc.length) {
 }
 if (stats.length) {
   const ps = stats.filter((s) => s.t >= warmup);
-  for (const k of ['rss', 'heapUsed', 'external', 'arrayBuffers']) {
+  for (const s of stats) s.rssMinusHeapTotal = s.rss - s.heapTotal; // RSS outside V8's committed heap (approx.)
+  for (const k of ['rss', 'rssMinusHeapTotal', 'heapUsed', 'external', 'arrayBuffers']) {
     const h2 = stats.filter((s) => s.t >= dur / 2);
     console.log(`${k}: slope after warm-up ${f(slope(ps.map((s) => [s.t / 60, s[k]])), 3)} MiB/min, second half ${f(slope(h2.map((s) => [s.t / 60, s[k]])), 3)} MiB/min, range after warm-up ${range(ps.map((s) => s[k]))}, first ${f(stats[0][k])} last ${f(stats[stats.length - 1][k])}`);
   }

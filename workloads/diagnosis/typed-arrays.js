@@ -3,11 +3,14 @@
 //
 // Every TICK_MS a Float64Array or Uint8Array of MIN_MB..MAX_MB MiB (random)
 // is allocated, filled (every page touched), summed over a stride and
-// dropped. Its backing store is outside the V8 heap (mmap'd, as it is over
-// glibc's mmap threshold), so RSS and external/arrayBuffers climb by ~20 MiB
-// a tick until V8's external-memory pressure (or the churn's own Mark-
-// Compacts) collects the dead arrays and their memory is unmapped: RSS saws
-// within a fixed band and returns to the same baseline.
+// dropped. Its backing store is outside the V8 heap, so external/arrayBuffers
+// climb by ~20 MiB a tick until V8's external-memory pressure triggers a
+// Mark-Compact (every ~2.5 s here) that frees the dead arrays: external saws
+// between ~0 and ~45 MiB around a flat baseline. RSS does not follow every
+// tooth: glibc raises its mmap threshold (up to 32 MiB) once big chunks are
+// freed, so later arrays reuse malloc-heap memory instead of mmap/munmap, and
+// RSS sits at a bounded high-water mark (~135-180 MiB at the defaults on
+// Node 22), dropping when glibc trims; it does not trend upwards.
 //
 //   env: MIN_MB=8 MAX_MB=32 TICK_MS=1000, churn knobs, VERBOSE=1
 //   node --trace-gc typed-arrays.js

@@ -295,8 +295,13 @@ impl Collector<'_> {
                 }
                 Action::ReadHeapLimit { pid, heap } => {
                     match self.v8.heap_size_limit(pid, heap) {
-                        Ok(bytes) => {
-                            let input = Input::HeapLimit { pid, ts_ns: clock::monotonic_ns(), bytes };
+                        Ok(limits) => {
+                            let input = Input::HeapLimit {
+                                pid,
+                                ts_ns: clock::monotonic_ns(),
+                                bytes: limits.heap_size_limit,
+                                old_generation_bytes: limits.old_generation,
+                            };
                             self.model.apply(input, &mut self.out);
                         }
                         Err(e) if self.verbose => {

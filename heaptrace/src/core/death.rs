@@ -97,6 +97,7 @@ pub fn death(
         source,
         js_heap_used_bytes: p.gc.heap_last,
         v8_heap_limit_bytes: p.v8_heap_limit,
+        v8_old_generation_limit_bytes: p.v8_old_generation_limit,
         cgroup_usage_bytes: cgroup.map(|c| c.usage_bytes),
         cgroup_limit_bytes: cgroup.and_then(|c| c.limit_bytes),
     };
@@ -129,7 +130,8 @@ fn explain(
     let rss = format!("RSS {} (anon {})", fmt_bytes(s.rss() as f64), fmt_bytes(s.rss_anon as f64));
     let mut text = match cause {
         DeathCause::V8Oom => {
-            let heap = match (m.js_heap_used_bytes, m.v8_heap_limit_bytes) {
+            let heap = match (m.js_heap_used_bytes, m.v8_old_generation_limit_bytes.or(m.v8_heap_limit_bytes))
+            {
                 (Some(used), Some(limit)) => format!(
                     "JS heap {} of its {} limit ({:.0} %)",
                     fmt_bytes(used as f64),

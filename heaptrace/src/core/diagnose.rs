@@ -113,7 +113,9 @@ pub fn sampled(p: &mut ProcessState, group: Option<&Group>, ts_ns: u64, ts: f64,
         js_heap_bytes: p.gc.heap_last,
     });
     let cgroup = group.and_then(|g| g.memory.as_ref()).and_then(|m| Some((m.usage_bytes, m.limit_bytes?)));
-    let limits = Limits { v8_heap: p.v8_heap_limit, cgroup };
+    // The floor runs out at the old generation's limit; the rest of
+    // heap_size_limit is the young generation's reserve.
+    let limits = Limits { v8_heap: p.v8_old_generation_limit.or(p.v8_heap_limit), cgroup };
     let verdict = verdict::judge(&p.evidence, secs(ts_ns), limits, &p.verdict, p.gc_probed);
     if changed(&p.verdict, &verdict) {
         p.recorder.verdict(VerdictEntry {

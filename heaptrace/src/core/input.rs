@@ -29,7 +29,15 @@ pub enum Input {
     GcProbesAttached { pid: u32, ts_ns: u64 },
     /// V8's heap limit of a process (`v8.getHeapStatistics().heap_size_limit`
     /// of its main isolate), read from the process itself.
-    HeapLimit { pid: u32, ts_ns: u64, bytes: u64 },
+    HeapLimit {
+        pid: u32,
+        ts_ns: u64,
+        bytes: u64,
+        /// The old generation's part of it (`--max-old-space-size`'s),
+        /// where the JS heap's floor runs out.
+        #[serde(default)]
+        old_generation_bytes: Option<u64>,
+    },
 }
 
 /// How memory syscalls are hooked in the kernel (see docs/architecture.md).

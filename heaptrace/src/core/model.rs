@@ -94,10 +94,11 @@ impl Model {
                     p.gc_probed = true;
                 }
             }
-            Input::HeapLimit { pid, ts_ns, bytes } => {
+            Input::HeapLimit { pid, ts_ns, bytes, old_generation_bytes } => {
                 self.observe_time(ts_ns);
                 if let Some(p) = self.processes.get_mut(&pid) {
                     p.v8_heap_limit = Some(bytes);
+                    p.v8_old_generation_limit = old_generation_bytes;
                 }
             }
         }

@@ -39,6 +39,8 @@ pub struct ProcessState {
     pub max_old_space_bytes: Option<u64>,
     /// V8's heap limit, read from the process (see `crate::v8::limit`).
     pub v8_heap_limit: Option<u64>,
+    /// Its old generation's part: where the JS heap's floor runs out.
+    pub v8_old_generation_limit: Option<u64>,
     /// V8 reported running out of heap.
     pub v8_oom: bool,
     /// Memory read in the kernel when it began to die (V8's abort, the OOM
@@ -87,6 +89,7 @@ impl ProcessState {
             origin: info.origin,
             max_old_space_bytes: info.max_old_space_bytes,
             v8_heap_limit: None,
+            v8_old_generation_limit: None,
             v8_oom: false,
             memory_at_death: None,
             fatal_signal: None,
@@ -163,6 +166,7 @@ impl ProcessState {
             max_old_space_bytes: self.max_old_space_bytes,
             // The same heap configuration: a fork shares the parent's V8 flags.
             v8_heap_limit: self.v8_heap_limit,
+            v8_old_generation_limit: self.v8_old_generation_limit,
             v8_oom: false,
             memory_at_death: None,
             fatal_signal: None,

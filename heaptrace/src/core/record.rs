@@ -100,6 +100,7 @@ pub struct DeathMemory {
     /// limit, for V8 processes.
     pub js_heap_used_bytes: Option<u64>,
     pub v8_heap_limit_bytes: Option<u64>,
+    pub v8_old_generation_limit_bytes: Option<u64>,
     /// The cgroup's usage and limit at its last reading.
     pub cgroup_usage_bytes: Option<u64>,
     pub cgroup_limit_bytes: Option<u64>,
@@ -284,6 +285,9 @@ pub struct Snapshot {
     /// `v8.getHeapStatistics()`); null for processes without V8, and until
     /// its first GC.
     pub v8_heap_limit_bytes: Option<u64>,
+    /// The old generation's part of it (what `--max-old-space-size` sets):
+    /// where the JS heap's floor runs out and V8 aborts.
+    pub v8_old_generation_limit_bytes: Option<u64>,
     /// Committed memory outside V8's heap chunks: the brk heap and
     /// anonymous private mappings that are not V8's (malloc, Buffers,
     /// addons, thread stacks).
@@ -534,6 +538,7 @@ pub struct ProcessSummary {
     pub death: Option<DeathCause>,
     pub verdict: Verdict,
     pub v8_heap_limit_bytes: Option<u64>,
+    pub v8_old_generation_limit_bytes: Option<u64>,
     pub rss_start_bytes: u64,
     pub rss_end_bytes: u64,
     pub rss_growth_bytes: i64,

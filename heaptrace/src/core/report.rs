@@ -81,6 +81,7 @@ pub fn snapshot(p: &ProcessState, ts: f64) -> Snapshot {
         weak_callback_ns: p.gc_work.weak_callback_ns,
         heap_after_last_major_bytes: p.gc.heap_after_last_major,
         v8_heap_limit_bytes: p.v8_heap_limit,
+        v8_old_generation_limit_bytes: p.v8_old_generation_limit,
         native_bytes: p.native_bytes,
         verdict: p.verdict.clone(),
     }
@@ -199,6 +200,7 @@ pub fn process_summary(p: &ProcessState, now_ns: u64) -> ProcessSummary {
         death: p.death,
         verdict: p.verdict.clone(),
         v8_heap_limit_bytes: p.v8_heap_limit,
+        v8_old_generation_limit_bytes: p.v8_old_generation_limit,
         rss_start_bytes: base.status.rss(),
         rss_end_bytes: p.status.rss(),
         rss_growth_bytes: p.rss_growth(),

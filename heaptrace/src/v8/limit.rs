@@ -113,11 +113,78 @@ impl LimitReader {
 
     /// V8's `heap_size_limit` for the isolate whose `Heap` is at `heap` (a
     /// `Heap*`, e.g. the `this` of `Heap::CollectGarbage`).
-    pub fn read(&self, heap: u64) -> Result<u64, LimitError> {
+    pub fn read(&self, heap: u64) -> Result<HeapLimits, LimitError> {
         let mut memory = ProcessMemory { pid: self.pid };
-        emulate::call(&self.code, self.address, &[heap], &mut memory, emulate::BUDGET)
+        limits(&self.code, self.address, heap, &mut memory)
             .map_err(|source| LimitError::Emulate { pid: self.pid, source })
     }
+}
+
+/// V8's limits for one isolate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeapLimits {
+    /// `heap_size_limit`: the old generation's limit plus the young
+    /// generation's reserve.
+    pub heap_size_limit: u64,
+    /// The old generation's limit alone (`max_old_generation_size_`, what
+    /// `--max-old-space-size` sets): where the JS heap's floor runs out and
+    /// V8 aborts. None if it could not be told apart.
+    pub old_generation: Option<u64>,
+}
+
+/// How far one word is moved to see how the result follows it.
+const NUDGE: u64 = 1 << 20;
+
+/// Memory that notes every 8-byte word read, and can move one of them.
+struct Nudged<'a> {
+    inner: &'a mut dyn Memory,
+    words: Vec<(u64, u64)>,
+    nudge: Option<u64>,
+}
+
+impl Memory for Nudged<'_> {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), String> {
+        self.inner.read(addr, buf)?;
+        if let Ok(word) = <[u8; 8]>::try_from(&*buf) {
+            let mut v = u64::from_le_bytes(word);
+            self.words.push((addr, v));
+            if self.nudge == Some(addr) {
+                v = v.wrapping_add(NUDGE);
+                buf.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `MaxReserved` for `heap`; then tells the old generation's limit
+/// apart from the young generation's reserve without knowing the version's
+/// formula: it is the one word the result follows one for one (the
+/// young-generation terms are multiplied, 2 or 3 semi-spaces; a pointer on
+/// the way is no size at all). Each word read is moved by a MiB in turn
+/// and the function run again.
+pub fn limits(
+    code: &[u8],
+    address: u64,
+    heap: u64,
+    memory: &mut dyn Memory,
+) -> Result<HeapLimits, EmulateError> {
+    let mut m = Nudged { inner: memory, words: Vec::new(), nudge: None };
+    let total = emulate::call(code, address, &[heap], &mut m, emulate::BUDGET)?;
+    let mut words = std::mem::take(&mut m.words);
+    words.dedup();
+    let mut one_for_one = Vec::new();
+    for &(addr, value) in &words {
+        m.nudge = Some(addr);
+        if emulate::call(code, address, &[heap], &mut m, emulate::BUDGET) == Ok(total.wrapping_add(NUDGE)) {
+            one_for_one.push(value);
+        }
+    }
+    let old_generation = match one_for_one[..] {
+        [old] if old <= total => Some(old),
+        _ => None,
+    };
+    Ok(HeapLimits { heap_size_limit: total, old_generation })
 }
 
 /// Where the function is in the process: the mapping of this very file

@@ -198,3 +198,32 @@ fn the_function_is_found_by_either_mangled_name() {
     assert!(MaxReservedFn::from_symbol(&data, "_ZNK2v88internal4Heap11MaxCapacityEv", 0, 4, 0).is_none());
     assert!(MaxReservedFn::from_symbol(&data, MANGLED[0], 0, 4, 0x1000).is_none());
 }
+
+#[test]
+fn the_old_generations_limit_is_the_word_the_result_follows_one_for_one() {
+    let limits_of = |code: &[u8], address: u64, m: &mut Fake| super::limits(code, address, HEAP, m).unwrap();
+    // 18/20: 3 semi-spaces of 16 MiB and a 96 MiB old generation.
+    let mut m = Fake::default().word(HEAP + 0xc8, 16 * MIB).word(HEAP + 0xe0, 96 * MIB);
+    let l = limits_of(&NODE_18_20, 0xf4_39e0, &mut m);
+    assert_eq!(l, HeapLimits { heap_size_limit: 144 * MIB, old_generation: Some(96 * MIB) });
+    // 22 and 24, with either flag value.
+    for value in [0u8, 1] {
+        let mut m =
+            Fake::default().byte(0x6b2_b5fa, value).word(HEAP + 0x30, 16 * MIB).word(HEAP + 0x48, 96 * MIB);
+        assert_eq!(limits_of(&NODE_22, 0x146_a4d0, &mut m).old_generation, Some(96 * MIB));
+        let mut m =
+            Fake::default().byte(0x6b6_d64a, value).word(HEAP + 0x30, 64 * MIB).word(HEAP + 0x50, 96 * MIB);
+        assert_eq!(limits_of(&NODE_24, 0xf0_6680, &mut m).old_generation, Some(96 * MIB));
+    }
+    // 26: a pointer on the way (moving it reads elsewhere: no size), and a
+    // shift by 0 makes the semi-space count twice, still not one for one.
+    for value in [0u8, 1] {
+        let other = 0x3_0000_0000;
+        let mut m = Fake::default()
+            .byte(0x72e_b75a, value)
+            .word(HEAP + 0x20, 32 * MIB)
+            .word(HEAP + 0x7b8, other)
+            .word(other + 0x30, 96 * MIB);
+        assert_eq!(limits_of(&NODE_26, 0xf3_ef80, &mut m).old_generation, Some(96 * MIB), "flag {value}");
+    }
+}

@@ -30,7 +30,7 @@ pub mod probes;
 use std::collections::HashMap;
 
 pub use binary::{AttachReport, V8Binary, V8Instance};
-pub use limit::{LimitError, LimitReader};
+pub use limit::{HeapLimits, LimitError, LimitReader};
 pub use loader::{FileId, Found, LoadError, Loader, ProcessBinary};
 
 use crate::kernel::{KernelError, Tracer};
@@ -202,7 +202,7 @@ impl V8Support {
     /// as `GcPause.heap` delivers it). Read from the process each call (see
     /// [`limit`]); where the function is in it is found on the first call
     /// and kept until [`V8Support::detach`].
-    pub fn heap_size_limit(&mut self, pid: u32, heap: u64) -> Result<u64, LimitError> {
+    pub fn heap_size_limit(&mut self, pid: u32, heap: u64) -> Result<HeapLimits, LimitError> {
         let reader = match self.limits.entry(pid) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {

@@ -79,6 +79,7 @@ pub(super) fn snapshot(pid: u32, rss_anon: u64, steps: u64, step_ns: u64) -> Sna
         weak_callback_ns: 0,
         heap_after_last_major_bytes: Some(7 << 20),
         v8_heap_limit_bytes: Some(512 << 20),
+        v8_old_generation_limit_bytes: Some(464 << 20),
         native_bytes: 0,
         verdict: crate::core::record::Verdict::unknown(""),
     }

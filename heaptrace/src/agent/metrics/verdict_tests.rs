@@ -207,6 +207,7 @@ fn death(pid: u32, cause: DeathCause) -> Record {
             source: MemorySource::Kernel,
             js_heap_used_bytes: None,
             v8_heap_limit_bytes: None,
+            v8_old_generation_limit_bytes: None,
             cgroup_usage_bytes: None,
             cgroup_limit_bytes: None,
         },

@@ -313,12 +313,13 @@ fn dropped_line(o: &mut impl Write, d: &Dropped) -> io::Result<()> {
 /// One line per process per interval: its verdict first, then RSS, the
 /// JS heap against V8's limit, native memory and the nearest limit.
 fn snapshot_line(o: &mut impl Write, s: &Snapshot) -> io::Result<()> {
-    let heap = match (s.heap_after_last_major_bytes, s.v8_heap_limit_bytes) {
-        (Some(h), Some(l)) => format!(" | js heap floor {} of {}", b(h), b(l)),
-        (Some(h), None) => format!(" | js heap floor {}", b(h)),
-        (None, Some(l)) => format!(" | js heap limit {}", b(l)),
-        (None, None) => String::new(),
-    };
+    let heap =
+        match (s.heap_after_last_major_bytes, s.v8_old_generation_limit_bytes.or(s.v8_heap_limit_bytes)) {
+            (Some(h), Some(l)) => format!(" | js heap floor {} of {}", b(h), b(l)),
+            (Some(h), None) => format!(" | js heap floor {}", b(h)),
+            (None, Some(l)) => format!(" | js heap limit {}", b(l)),
+            (None, None) => String::new(),
+        };
     let v = &s.verdict;
     let slope = match (v.state, v.slope_bytes_per_s) {
         (VerdictState::Growing | VerdictState::Leak | VerdictState::GcThrashing, Some(r)) => {
@@ -380,6 +381,7 @@ mod tests {
             weak_callback_ns: 0,
             heap_after_last_major_bytes: None,
             v8_heap_limit_bytes: None,
+            v8_old_generation_limit_bytes: None,
             native_bytes: 0,
             verdict: crate::core::record::Verdict::unknown(""),
         }

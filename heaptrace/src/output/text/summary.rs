@@ -183,7 +183,10 @@ fn process_summary(o: &mut impl Write, p: &ProcessSummary) -> io::Result<()> {
     writeln!(o, "pid {}{ns_pid} ({}){container}, traced {:.1} s{state}", p.pid, p.comm, p.traced_s)?;
     writeln!(o, "  verdict:   {}: {}", verdict_label(&p.verdict), p.verdict.evidence)?;
     if let Some(limit) = p.v8_heap_limit_bytes {
-        writeln!(o, "  v8 heap:   limit {} (heap_size_limit, read from the process)", b(limit))?;
+        let old = p
+            .v8_old_generation_limit_bytes
+            .map_or(String::new(), |o| format!(", of which the old generation {}", b(o)));
+        writeln!(o, "  v8 heap:   limit {}{old} (read from the process)", b(limit))?;
     }
     writeln!(o, "  finding:   {}", p.finding)?;
     writeln!(
