@@ -59,6 +59,7 @@ const LEAK_R2: f64 = 0.8;
 const KEEP_LEAK_R2: f64 = 0.6;
 const GROWING_R2: f64 = 0.5;
 pub const THRASH_WINDOW_S: f64 = 20.0;
+pub const THRASH_MIN_S: f64 = 2.0;
 const THRASH_SHARE: f64 = 0.5;
 const THRASH_RECLAIMED: f64 = 0.1;
 
@@ -109,6 +110,8 @@ pub struct Evidence {
     pauses: VecDeque<(f64, f64)>,
     /// Share of the heap the latest major GCs reclaimed.
     reclaimed: VecDeque<f64>,
+    /// When the first GC seen began, seconds.
+    first_gc: Option<f64>,
 }
 
 impl Default for Evidence {
@@ -119,6 +122,7 @@ impl Default for Evidence {
             rss: Series::new(NATIVE_WINDOW_S, SAMPLE_POINTS),
             pauses: VecDeque::new(),
             reclaimed: VecDeque::new(),
+            first_gc: None,
         }
     }
 }
@@ -127,6 +131,7 @@ impl Evidence {
     /// A GC pause starting at `t` (seconds); `major`: a mark-compact.
     pub fn gc(&mut self, t: f64, pause_s: f64, major: bool, heap_before: u64, heap_after: u64) {
         let end = t + pause_s;
+        self.first_gc.get_or_insert(t);
         self.pauses.push_back((end, pause_s));
         while self.pauses.front().is_some_and(|&(e, _)| e < end - THRASH_WINDOW_S) {
             self.pauses.pop_front();
@@ -198,10 +203,15 @@ fn trend(series: &Series, min_points: usize, min_slope: f64, was_leak: bool) -> 
     Trend::Flat(f)
 }
 
-/// Seconds in GC pauses over the thrashing window, as a share of it.
-fn pause_share(e: &Evidence, now: f64) -> f64 {
-    let paused: f64 = e.pauses.iter().filter(|(end, _)| *end >= now - THRASH_WINDOW_S).map(|p| p.1).sum();
-    paused / THRASH_WINDOW_S
+/// Seconds in GC pauses over the thrashing window, as a share of it. A
+/// process seen for less than the window is judged on the time it was
+/// seen (at least [`THRASH_MIN_S`]): one that thrashes to death in three
+/// seconds thrashed.
+fn pause_share(e: &Evidence, now: f64) -> (f64, f64) {
+    let seen = e.first_gc.map_or(0.0, |t| now - t);
+    let window = seen.clamp(THRASH_MIN_S, THRASH_WINDOW_S);
+    let paused: f64 = e.pauses.iter().filter(|(end, _)| *end >= now - window).map(|p| p.1).sum();
+    (paused / window, window)
 }
 
 /// The verdict on one process at `now` (seconds, the clock of the
@@ -214,12 +224,12 @@ pub fn judge(e: &Evidence, now: f64, limits: Limits, previous: &Verdict, v8: boo
         if v8 { trend(&e.floor, MIN_MAJORS, MIN_JS_SLOPE, was(MemoryKind::JsHeap)) } else { Trend::Unknown };
     let native = trend(&e.native, MIN_SAMPLES, MIN_NATIVE_SLOPE, was(MemoryKind::Native));
 
-    let share = pause_share(e, now);
+    let (share, window) = pause_share(e, now);
     let ineffective = e.reclaimed.len() >= 2 && e.reclaimed.iter().all(|&r| r < THRASH_RECLAIMED);
     if v8 && share >= THRASH_SHARE && ineffective {
         let mut v = verdict(VerdictState::GcThrashing, Some(MemoryKind::JsHeap), js.fit(), e, limits);
         v.evidence = format!(
-            "GC thrashing: {:.0} % of the last {THRASH_WINDOW_S:.0} s in GC pauses, and the last major GCs \
+            "GC thrashing: {:.0} % of the last {window:.0} s in GC pauses, and the last major GCs \
              reclaimed under {:.0} % of the heap: V8 is near its heap limit{}",
             share * 100.0,
             THRASH_RECLAIMED * 100.0,
