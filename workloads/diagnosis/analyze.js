@@ -1,4 +1,6 @@
 // Summarise a run.sh log: node analyze.js results/<base> [warmup_seconds=30]
+// Major GCs are spelled "Mark-sweep" (Node 18/20?), "Mark-Compact" (Node 22/24),
+// "Incremental Mark-Compact" (Node 26), each maybe followed by " (reduce)".
 // Reads <base>.out (stdout: --trace-gc lines, "ready <pid>") and <base>.err
 // (stderr: VERBOSE stats lines every 10 s). Prints:
 //  - Mark-Compacts: count and per minute (over the whole run),
@@ -17,7 +19,7 @@ const err = fs.existsSync(`${base}.err`) ? fs.readFileSync(`${base}.err`, 'utf8'
 const mc = [];
 const scav = [];
 for (const line of (out + '\n' + err).split('\n')) {
-  let m = line.match(/\s([\d.]+) ms: (Mark-Compact(?: \([^)]*\))?) ([\d.]+) \(([\d.]+)\) -> ([\d.]+) \(([\d.]+)\) MB/);
+  let m = line.match(/\s([\d.]+) ms: ((?:Incremental )?(?:Mark-Compact|Mark-sweep)(?: \([^)]*\))?) ([\d.]+) \(([\d.]+)\) -> ([\d.]+) \(([\d.]+)\) MB/);
   if (m) {
     mc.push({ t: Number(m[1]) / 1000, kind: m[2], before: Number(m[3]), after: Number(m[5]), committed: Number(m[6]), line });
     continue;

@@ -7,9 +7,9 @@
 // climb by ~20 MiB a tick until V8's external-memory pressure triggers a
 // Mark-Compact (every ~2.5 s here) that frees the dead arrays: external saws
 // between ~0 and ~45 MiB around a flat baseline. RSS does not follow every
-// tooth: glibc raises its mmap threshold (up to 32 MiB) once big chunks are
+// tooth, most likely because glibc raises its mmap threshold (up to 32 MiB) once big chunks are
 // freed, so later arrays reuse malloc-heap memory instead of mmap/munmap, and
-// RSS sits at a bounded high-water mark (~135-180 MiB at the defaults on
+// RSS sits at a bounded high-water mark (90-180 MiB measured at the defaults on
 // Node 22), dropping when glibc trims; it does not trend upwards.
 //
 //   env: MIN_MB=8 MAX_MB=32 TICK_MS=1000, churn knobs, VERBOSE=1

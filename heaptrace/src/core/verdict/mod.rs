@@ -46,10 +46,12 @@ const FLOOR_POINTS: usize = 64;
 /// Memory samples kept: the last five minutes, one per second.
 pub const NATIVE_WINDOW_S: f64 = 300.0;
 const SAMPLE_POINTS: usize = 300;
-/// Slopes below these are flat: 0.25 MiB/min for the JS floor, 0.5 MiB/min
-/// for native memory (malloc's arenas move in steps).
+/// Slopes below these are flat: 0.25 MiB/min for the JS floor (exact,
+/// GC by GC), 3 MiB/min for native memory, which moves in steps of
+/// malloc's arenas and V8's compiler zones: steady workloads were seen to
+/// drift up to about 1 MiB/min over minutes (workloads/diagnosis).
 pub const MIN_JS_SLOPE: f64 = 0.25 * 1048576.0 / 60.0;
-pub const MIN_NATIVE_SLOPE: f64 = 0.5 * 1048576.0 / 60.0;
+pub const MIN_NATIVE_SLOPE: f64 = 3.0 * 1048576.0 / 60.0;
 /// The least rise over the window that can be a leak.
 pub const MIN_RISE: f64 = 2.0 * 1048576.0;
 pub const MIN_MAJORS: usize = 4;

@@ -99,7 +99,9 @@ impl<W: Write> Sink for TextSink<W> {
             Record::Mappings(m) if !self.events => mappings_line(o, m)?,
             Record::Mappings(_) => {}
             Record::Exit(e) => exit_line(o, e)?,
-            Record::Oom(k) => oom_line(o, k)?,
+            // The death line that follows says it all, with the same figures.
+            Record::Oom(k) if self.events => oom_line(o, k)?,
+            Record::Oom(_) => {}
             Record::Dropped(d) => dropped_line(o, d)?,
             Record::Summary(s) => summary::summary(o, s)?,
             Record::Verdict(v) => verdict_line(o, v)?,
