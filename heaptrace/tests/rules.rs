@@ -183,6 +183,7 @@ fn records() -> Vec<Record> {
             weak_callback_ns: 0,
             heap_after_last_major_bytes: Some(1 << 20),
             v8_heap_limit_bytes: Some(1 << 30),
+            v8_old_generation_limit_bytes: None,
             native_bytes: 0,
             verdict,
         }),

@@ -28,7 +28,9 @@ fn a_rising_floor_is_a_js_leak() {
     let mut e = Evidence::default();
     // 12 MiB/min with ±0.3 MiB of noise, a major GC every 10 s.
     with_majors(&mut e, 60.0, 10.0, |t| {
-        50.0 * MIB + 12.0 * MIB * t / 60.0 + if (t as u64 / 10) % 2 == 0 { 0.3 * MIB } else { -0.3 * MIB }
+        50.0 * MIB
+            + 12.0 * MIB * t / 60.0
+            + if (t as u64 / 10).is_multiple_of(2) { 0.3 * MIB } else { -0.3 * MIB }
     });
     with_samples(&mut e, 60, |_| 30.0 * MIB);
     let v = judge_now(&e, 60.0, true);
@@ -43,7 +45,9 @@ fn a_rising_floor_is_a_js_leak() {
 #[test]
 fn a_seesaw_with_a_flat_floor_is_steady() {
     let mut e = Evidence::default();
-    with_majors(&mut e, 120.0, 10.0, |t| 50.0 * MIB + if (t as u64 / 10) % 2 == 0 { MIB } else { 0.0 });
+    with_majors(&mut e, 120.0, 10.0, |t| {
+        50.0 * MIB + if (t as u64 / 10).is_multiple_of(2) { MIB } else { 0.0 }
+    });
     with_samples(&mut e, 120, |t| 30.0 * MIB + (t as u64 % 7) as f64 * MIB);
     let v = judge_now(&e, 120.0, true);
     assert_eq!(v.state, VerdictState::Steady, "{v:?}");
