@@ -7,7 +7,7 @@
 //! the type records and the string table). Members of anonymous structs and
 //! unions are searched too (`mm_struct` keeps its fields in one).
 
-use std::{collections::HashMap, fs};
+use std::fs;
 
 use heaptrace_common::{KernelOffsets, kernel_offsets};
 
@@ -34,98 +34,123 @@ mod btf_kind {
     pub const ENUM64: u32 = 19;
 }
 
-#[derive(Clone, Debug, Default)]
-struct Type {
+/// One type record, read where it lies in the blob.
+#[derive(Clone, Copy, Debug)]
+struct Type<'a> {
     name: u32,
     kind: u32,
     kind_flag: bool,
+    vlen: usize,
     /// `size` for structs, unions, ints; the referenced type otherwise.
     size_or_type: u32,
-    /// Struct and union members: (name, type, bit offset).
-    members: Vec<(u32, u32, u32)>,
-    /// Arrays: (element type, number of elements).
-    array: Option<(u32, u32)>,
+    /// What follows the record (members, array data).
+    trailing: &'a [u8],
 }
 
-/// The parsed types of one BTF blob.
-pub struct Btf {
-    types: Vec<Type>,
-    strings: Vec<u8>,
-    /// Named structs, name → type id (the first of a name wins).
-    structs: HashMap<String, u32>,
+impl Type<'_> {
+    /// Struct and union members: (name, type, bit offset).
+    fn members(&self) -> impl Iterator<Item = (u32, u32, u32)> + '_ {
+        (0..self.vlen).filter_map(|i| {
+            let m = i * 12;
+            Some((u32_at(self.trailing, m)?, u32_at(self.trailing, m + 4)?, u32_at(self.trailing, m + 8)?))
+        })
+    }
+
+    /// Arrays: (element type, number of elements).
+    fn array(&self) -> Option<(u32, u32)> {
+        (self.kind == btf_kind::ARRAY)
+            .then(|| Some((u32_at(self.trailing, 0)?, u32_at(self.trailing, 8)?)))
+            .flatten()
+    }
+}
+
+/// One BTF blob, read in place: only the start of each type record is
+/// indexed (4 bytes per type), and records are decoded when asked for.
+/// The kernel's BTF has over 100,000 types; decoding them all into owned
+/// records cost the collector about 12 MiB of peak RSS, which malloc then
+/// kept.
+pub struct Btf<'a> {
+    types: &'a [u8],
+    strings: &'a [u8],
+    /// Byte offset of type id `i` in `types` (id 0, void, has none).
+    offsets: Vec<u32>,
 }
 
 fn u32_at(data: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?))
 }
 
-impl Btf {
-    /// Parses a little-endian BTF blob (the format of
+/// Bytes that follow a type record of `kind` with `vlen` entries.
+fn trailing_len(kind: u32, vlen: usize) -> usize {
+    match kind {
+        btf_kind::INT | btf_kind::VAR | btf_kind::DECL_TAG => 4,
+        btf_kind::ARRAY => 12,
+        btf_kind::STRUCT | btf_kind::UNION | btf_kind::DATASEC | btf_kind::ENUM64 => vlen * 12,
+        btf_kind::ENUM | btf_kind::FUNC_PROTO => vlen * 8,
+        // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT,
+        // TYPE_TAG: nothing.
+        _ => 0,
+    }
+}
+
+impl<'a> Btf<'a> {
+    /// Indexes a little-endian BTF blob (the format of
     /// `/sys/kernel/btf/vmlinux` on x86_64).
-    pub fn parse(data: &[u8]) -> Option<Self> {
+    pub fn parse(data: &'a [u8]) -> Option<Self> {
         if u16::from_le_bytes(data.get(0..2)?.try_into().ok()?) != BTF_MAGIC {
             return None;
         }
         let hdr_len = u32_at(data, 4)? as usize;
         let (type_off, type_len) = (u32_at(data, 8)? as usize, u32_at(data, 12)? as usize);
         let (str_off, str_len) = (u32_at(data, 16)? as usize, u32_at(data, 20)? as usize);
-        let types_data = data.get(hdr_len + type_off..hdr_len + type_off + type_len)?;
-        let strings = data.get(hdr_len + str_off..hdr_len + str_off + str_len)?.to_vec();
-        // Type id 0 is void.
-        let mut types = vec![Type::default()];
+        let types = data.get(hdr_len + type_off..hdr_len + type_off + type_len)?;
+        let strings = data.get(hdr_len + str_off..hdr_len + str_off + str_len)?;
+        let mut offsets = vec![0];
         let mut at = 0;
-        while at < types_data.len() {
-            let name = u32_at(types_data, at)?;
-            let info = u32_at(types_data, at + 4)?;
-            let size_or_type = u32_at(types_data, at + 8)?;
-            at += 12;
-            let vlen = (info & 0xffff) as usize;
-            let kind = (info >> 24) & 0x1f;
-            let mut t = Type { name, kind, kind_flag: info >> 31 != 0, size_or_type, ..Default::default() };
-            match kind {
-                btf_kind::INT | btf_kind::VAR | btf_kind::DECL_TAG => at += 4,
-                btf_kind::ARRAY => {
-                    t.array = Some((u32_at(types_data, at)?, u32_at(types_data, at + 8)?));
-                    at += 12;
-                }
-                btf_kind::STRUCT | btf_kind::UNION => {
-                    for i in 0..vlen {
-                        let m = at + i * 12;
-                        t.members.push((
-                            u32_at(types_data, m)?,
-                            u32_at(types_data, m + 4)?,
-                            u32_at(types_data, m + 8)?,
-                        ));
-                    }
-                    at += vlen * 12;
-                }
-                btf_kind::ENUM | btf_kind::FUNC_PROTO => at += vlen * 8,
-                btf_kind::DATASEC | btf_kind::ENUM64 => at += vlen * 12,
-                // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC,
-                // FLOAT, TYPE_TAG: no trailing data.
-                _ => {}
-            }
-            types.push(t);
+        while at < types.len() {
+            let info = u32_at(types, at + 4)?;
+            offsets.push(u32::try_from(at).ok()?);
+            at += 12 + trailing_len((info >> 24) & 0x1f, (info & 0xffff) as usize);
         }
-        let mut btf = Self { types, strings, structs: HashMap::new() };
-        for (id, t) in btf.types.iter().enumerate() {
-            if t.kind == btf_kind::STRUCT && t.name != 0 {
-                btf.structs.entry(btf.name(t.name).to_owned()).or_insert(id as u32);
-            }
-        }
-        Some(btf)
+        Some(Self { types, strings, offsets })
     }
 
-    fn name(&self, offset: u32) -> &str {
+    fn ty(&self, id: u32) -> Option<Type<'a>> {
+        if id == 0 {
+            return None;
+        }
+        let at = *self.offsets.get(id as usize)? as usize;
+        let info = u32_at(self.types, at + 4)?;
+        let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+        let trailing = self.types.get(at + 12..at + 12 + trailing_len(kind, vlen))?;
+        Some(Type {
+            name: u32_at(self.types, at)?,
+            kind,
+            kind_flag: info >> 31 != 0,
+            vlen,
+            size_or_type: u32_at(self.types, at + 8)?,
+            trailing,
+        })
+    }
+
+    fn name(&self, offset: u32) -> &'a str {
         let rest = self.strings.get(offset as usize..).unwrap_or_default();
         let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
         std::str::from_utf8(&rest[..end]).unwrap_or_default()
     }
 
+    /// The first struct of that name.
+    fn struct_id(&self, name: &str) -> Option<u32> {
+        (1..self.offsets.len() as u32).find(|&id| {
+            self.ty(id)
+                .is_some_and(|t| t.kind == btf_kind::STRUCT && t.name != 0 && self.name(t.name) == name)
+        })
+    }
+
     /// Skips typedefs and qualifiers.
-    fn resolve(&self, mut id: u32) -> Option<&Type> {
+    fn resolve(&self, mut id: u32) -> Option<Type<'a>> {
         for _ in 0..32 {
-            let t = self.types.get(id as usize)?;
+            let t = self.ty(id)?;
             match t.kind {
                 btf_kind::TYPEDEF
                 | btf_kind::VOLATILE
@@ -140,13 +165,13 @@ impl Btf {
 
     /// A named struct's size.
     pub fn struct_size(&self, name: &str) -> Option<u32> {
-        Some(self.types[*self.structs.get(name)? as usize].size_or_type)
+        Some(self.ty(self.struct_id(name)?)?.size_or_type)
     }
 
     /// Byte offset and type id of a member of a named struct, looking into
     /// anonymous struct and union members.
     pub fn member(&self, strukt: &str, field: &str) -> Option<(u32, u32)> {
-        self.member_of(*self.structs.get(strukt)?, field, 0)
+        self.member_of(self.struct_id(strukt)?, field, 0)
     }
 
     fn member_of(&self, id: u32, field: &str, depth: u32) -> Option<(u32, u32)> {
@@ -154,7 +179,7 @@ impl Btf {
         if depth > 8 || !matches!(t.kind, btf_kind::STRUCT | btf_kind::UNION) {
             return None;
         }
-        for &(name, ty, offset) in &t.members {
+        for (name, ty, offset) in t.members() {
             // With kind_flag, the top 8 bits are a bitfield's size.
             let bits = if t.kind_flag { offset & 0x00ff_ffff } else { offset };
             if name == 0 {
@@ -170,13 +195,13 @@ impl Btf {
 
     /// The name of a (resolved) struct type, and the (element type, count)
     /// of an array type.
-    fn struct_name(&self, id: u32) -> Option<&str> {
+    fn struct_name(&self, id: u32) -> Option<&'a str> {
         let t = self.resolve(id)?;
         (t.kind == btf_kind::STRUCT).then(|| self.name(t.name))
     }
 
     fn array_of(&self, id: u32) -> Option<(u32, u32)> {
-        self.resolve(id)?.array
+        self.resolve(id)?.array()
     }
 
     /// Whether a type is a pointer (after typedefs).
@@ -352,7 +377,8 @@ mod tests {
 
     #[test]
     fn finds_members_through_anonymous_structs() {
-        let btf = Btf::parse(&kernel_like()).unwrap();
+        let data = kernel_like();
+        let btf = Btf::parse(&data).unwrap();
         assert_eq!(btf.member("mm_struct", "total_vm").map(|m| m.0), Some(200));
         assert_eq!(btf.member("mm_struct", "rss_stat").map(|m| m.0), Some(800));
         assert_eq!(btf.member("mm_struct", "nope"), None);
@@ -374,7 +400,8 @@ mod tests {
         let mut b = Builder::new();
         b.add("long", btf_kind::INT, 0, 8, &[64]);
         b.strukt("task_struct", 100, &[("exit_code", 1, 8)]);
-        let btf = Btf::parse(&b.build()).unwrap();
+        let data = b.build();
+        let btf = Btf::parse(&data).unwrap();
         let mut notes = Vec::new();
         let o = offsets_from(&btf, 4096, &mut notes);
         assert_eq!(o.flags, 0);
