@@ -281,7 +281,7 @@ pub fn judge(e: &Evidence, now: f64, limits: Limits, previous: &Verdict, v8: boo
     }
     let combined = combine(&fits);
     let mut v = verdict(state, memory, combined, e, limits);
-    v.evidence = words(state, &fits, &v);
+    v.evidence = words(state, &fits, &v, v8);
     v
 }
 
@@ -352,7 +352,7 @@ fn per_min(bytes_per_s: f64) -> String {
     format!("{sign}{}/min", fmt_bytes(bytes_per_s * 60.0))
 }
 
-fn series_words(kind: MemoryKind, f: &Fit) -> String {
+fn series_words(kind: MemoryKind, f: &Fit, v8: bool) -> String {
     match kind {
         MemoryKind::JsHeap => format!(
             "JS heap floor (heap after each major GC) {} over {} major GCs in {:.0} s (fit R² {:.2})",
@@ -362,7 +362,12 @@ fn series_words(kind: MemoryKind, f: &Fit) -> String {
             f.r2
         ),
         _ => format!(
-            "native memory (outside V8's heap) {} over {:.0} s (fit R² {:.2})",
+            "{} {} over {:.0} s (fit R² {:.2})",
+            if v8 {
+                "native memory (outside V8's heap)"
+            } else {
+                "memory (committed anonymous and brk heap)"
+            },
             per_min(f.slope),
             f.span_s,
             f.r2
@@ -383,8 +388,8 @@ fn forecast_words(v: &Verdict) -> String {
     }
 }
 
-fn words(state: VerdictState, fits: &[(MemoryKind, Fit)], v: &Verdict) -> String {
-    let parts: Vec<String> = fits.iter().map(|(k, f)| series_words(*k, f)).collect();
+fn words(state: VerdictState, fits: &[(MemoryKind, Fit)], v: &Verdict, v8: bool) -> String {
+    let parts: Vec<String> = fits.iter().map(|(k, f)| series_words(*k, f, v8)).collect();
     let head = match state {
         VerdictState::Leak => "leak",
         VerdictState::Growing => "growing, not (yet) a sustained leak",

@@ -220,14 +220,8 @@ fn verdict_line(o: &mut impl Write, v: &VerdictChange) -> io::Result<()> {
         (Some(pid), Some(comm)) => format!("{pid:>7} {comm}"),
         _ => group_label(v.container.as_ref(), &v.cgroup_path),
     };
-    writeln!(
-        o,
-        "{} {who}: verdict {} -> {}: {}",
-        clock(v.ts),
-        v.previous.name(),
-        verdict_label(&v.verdict),
-        v.verdict.evidence
-    )
+    // The evidence starts with the new state, in words.
+    writeln!(o, "{} {who}: verdict was {}, now {}", clock(v.ts), v.previous.name(), v.verdict.evidence)
 }
 
 /// `leak (js-heap)`, `steady`.

@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use super::{SHOWN_PER_GROUP, b, container_label, group_label, verdict_label};
+use super::{SHOWN_PER_GROUP, b, container_label, group_label};
 
 /// Processes whose answer leads the summary (the worst first).
 const ANSWERS_SHOWN: usize = 10;
@@ -181,7 +181,7 @@ fn process_summary(o: &mut impl Write, p: &ProcessSummary) -> io::Result<()> {
         _ => String::new(),
     };
     writeln!(o, "pid {}{ns_pid} ({}){container}, traced {:.1} s{state}", p.pid, p.comm, p.traced_s)?;
-    writeln!(o, "  verdict:   {}: {}", verdict_label(&p.verdict), p.verdict.evidence)?;
+    writeln!(o, "  verdict:   {}", p.verdict.evidence)?;
     if let Some(limit) = p.v8_heap_limit_bytes {
         let old = p
             .v8_old_generation_limit_bytes
