@@ -7,8 +7,8 @@
 #
 # OUT_DIR gets: /usr/bin/node, every library `ldd` lists (at the same absolute
 # path, dynamic loader included), empty /tmp /proc /sys /dev, an /etc with
-# passwd (root) and group, and workloads/{gc-heavy,leak,diagnosis/buffer-leak}.js
-# under /app.
+# passwd (root) and group, and workloads/{gc-heavy,leak}.js and
+# workloads/diagnosis/{buffer-leak,churn}.js under /app.
 # Also installs podman and runc (Debian packages) when missing.
 # Idempotent: OUT_DIR is built in a temporary sibling and swapped in.
 #
@@ -27,7 +27,7 @@ out=$2
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 [ -x "$node_bin" ] || die "not an executable: $node_bin"
-for w in gc-heavy.js leak.js diagnosis/buffer-leak.js; do
+for w in gc-heavy.js leak.js diagnosis/buffer-leak.js diagnosis/churn.js; do
   [ -f "$repo/workloads/$w" ] || die "missing $repo/workloads/$w"
 done
 
@@ -72,7 +72,7 @@ done <<<"$libs"
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$tmp/etc/passwd"
 printf 'root:x:0:\n' >"$tmp/etc/group"
 
-cp -- "$repo/workloads/gc-heavy.js" "$repo/workloads/leak.js" "$repo/workloads/diagnosis/buffer-leak.js" "$tmp/app/"
+cp -- "$repo/workloads/gc-heavy.js" "$repo/workloads/leak.js" "$repo/workloads/diagnosis/buffer-leak.js" "$repo/workloads/diagnosis/churn.js" "$tmp/app/"
 
 rm -rf --one-file-system -- "$out"
 mv -- "$tmp" "$out"
