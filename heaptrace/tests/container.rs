@@ -19,18 +19,6 @@ use support::*;
 
 const LIMIT: i64 = 256 * MIB;
 
-fn rootfs() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("rootfs-node22");
-    let status = Command::new("bash")
-        .arg(repo_root().join("scripts/container-rootfs.sh"))
-        .arg(node_bin("22.23.3"))
-        .arg(&dir)
-        .status()
-        .expect("running scripts/container-rootfs.sh");
-    assert!(status.success(), "building the container rootfs failed");
-    dir
-}
-
 /// `podman run -i` of workloads/gc-heavy.js under --trace-gc.
 struct Container {
     child: Child,
@@ -160,7 +148,7 @@ fn check(records: &[Value], id: &str, trace_gc: usize) {
 #[test]
 fn a_podman_container_is_found_by_id_and_host_wide() {
     require_root();
-    let rootfs = rootfs();
+    let rootfs = container_rootfs();
 
     // By id prefix, attached while the container runs.
     let c = Container::start(&rootfs);

@@ -180,18 +180,6 @@ fn v8_out_of_memory_under_ab_is_explained_with_its_last_gcs() {
     let _ = std::fs::remove_dir_all(&dumps);
 }
 
-fn rootfs() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("rootfs-node22");
-    let status = Command::new("bash")
-        .arg(repo_root().join("scripts/container-rootfs.sh"))
-        .arg(node_bin("22.23.3"))
-        .arg(&dir)
-        .status()
-        .expect("running scripts/container-rootfs.sh");
-    assert!(status.success(), "building the container rootfs failed");
-    dir
-}
-
 /// `podman rm -f` when the test ends.
 struct PodmanGuard(String, Child);
 
@@ -208,7 +196,7 @@ const LIMIT: u64 = 160 << 20;
 #[test]
 fn a_container_oom_kill_is_forecast_and_explained() {
     require_root();
-    let rootfs = rootfs();
+    let rootfs = container_rootfs();
     let cidfile = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cid-oom-{}", std::process::id()));
     let _ = std::fs::remove_file(&cidfile);
     // A native leak of ~58 MiB/min (Buffers), so the cgroup's limit, not

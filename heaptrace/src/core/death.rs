@@ -66,7 +66,7 @@ fn signal_of_status(status: i32) -> Option<u32> {
 /// Whether, and how, `p` died; `exit_code` is its `wait` status when the
 /// kernel gave it. A normal exit (any exit code) is not a death.
 pub fn cause(p: &ProcessState, exit_code: Option<i32>) -> Option<(DeathCause, Option<u32>)> {
-    let signal = p.fatal_signal.or_else(|| exit_code.and_then(signal_of_status));
+    let signal = p.diagnosis.fatal_signal.or_else(|| exit_code.and_then(signal_of_status));
     if p.v8_oom {
         return Some((DeathCause::V8Oom, signal.or(Some(SIGABRT))));
     }
@@ -84,7 +84,7 @@ pub fn death(
     signal: Option<u32>,
     ts: f64,
 ) -> Death {
-    let (status, source) = match p.memory_at_death {
+    let (status, source) = match p.diagnosis.memory_at_death {
         Some(m) => (m, MemorySource::Kernel),
         None => (p.status, MemorySource::LastSample),
     };
@@ -101,7 +101,7 @@ pub fn death(
         cgroup_usage_bytes: cgroup.map(|c| c.usage_bytes),
         cgroup_limit_bytes: cgroup.and_then(|c| c.limit_bytes),
     };
-    let verdict = (p.verdict.state != VerdictState::Unknown).then(|| p.verdict.clone());
+    let verdict = (p.diagnosis.verdict.state != VerdictState::Unknown).then(|| p.diagnosis.verdict.clone());
     Death {
         ts,
         pid: p.pid,
@@ -115,7 +115,7 @@ pub fn death(
         cgroup_id: p.cgroup_id,
         container: p.container.clone(),
         dump_path: None,
-        flight: Some(Box::new(p.recorder.recording())),
+        flight: Some(Box::new(p.diagnosis.recorder.recording())),
     }
 }
 
@@ -155,8 +155,8 @@ fn explain(
             format!("Killed by {name} at {rss}.")
         }
     };
-    if p.verdict.state != VerdictState::Unknown {
-        text += &format!(" Before: {}", p.verdict.evidence);
+    if p.diagnosis.verdict.state != VerdictState::Unknown {
+        text += &format!(" Before: {}", p.diagnosis.verdict.evidence);
     }
     text
 }

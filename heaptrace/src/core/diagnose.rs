@@ -32,7 +32,7 @@ pub fn gc(
     collector: &'static str,
     reason: &'static str,
 ) {
-    p.recorder.gc(GcEntry {
+    p.diagnosis.recorder.gc(GcEntry {
         ts,
         tid,
         collector,
@@ -43,15 +43,21 @@ pub fn gc(
     });
     if tid == p.pid {
         let major = GcKind::of(pause.collector) == GcKind::Major;
-        p.evidence.gc(secs(ts_ns), pause.pause_ns as f64 / 1e9, major, pause.heap_before, pause.heap_after);
+        p.diagnosis.evidence.gc(
+            secs(ts_ns),
+            pause.pause_ns as f64 / 1e9,
+            major,
+            pause.heap_before,
+            pause.heap_after,
+        );
     }
 }
 
 /// A large mapping of `p`: kept by the recorder and tallied for the
 /// interval's `mappings` record.
 pub fn large_mapping(p: &mut ProcessState, m: &LargeMapping) {
-    p.recorder.mapping(m.clone());
-    let t = &mut p.interval_mappings;
+    p.diagnosis.recorder.mapping(m.clone());
+    let t = &mut p.diagnosis.interval_mappings;
     if m.op == MappingOp::Munmap {
         t.unmapped += 1;
         t.unmapped_bytes += m.len;
@@ -69,7 +75,7 @@ pub fn large_mapping(p: &mut ProcessState, m: &LargeMapping) {
 /// The interval's large mappings of `p` as one record (None if there were
 /// none), and a fresh tally.
 pub fn take_mappings(p: &mut ProcessState, ts: f64) -> Option<Record> {
-    let t = std::mem::take(&mut p.interval_mappings);
+    let t = std::mem::take(&mut p.diagnosis.interval_mappings);
     if t.mapped + t.unmapped == 0 {
         return None;
     }
@@ -101,9 +107,9 @@ pub struct MappingTally {
 /// verdict changed.
 pub fn sampled(p: &mut ProcessState, group: Option<&Group>, ts_ns: u64, ts: f64, out: &mut Vec<Record>) {
     let native = native_bytes(p);
-    p.native_bytes = native;
-    p.evidence.sample(secs(ts_ns), native, p.status.rss_anon);
-    p.recorder.memory(MemoryPoint {
+    p.diagnosis.native_bytes = native;
+    p.diagnosis.evidence.sample(secs(ts_ns), native, p.status.rss_anon);
+    p.diagnosis.recorder.memory(MemoryPoint {
         ts,
         rss_anon_bytes: p.status.rss_anon,
         rss_file_bytes: p.status.rss_file,
@@ -116,9 +122,10 @@ pub fn sampled(p: &mut ProcessState, group: Option<&Group>, ts_ns: u64, ts: f64,
     // The floor runs out at the old generation's limit; the rest of
     // heap_size_limit is the young generation's reserve.
     let limits = Limits { v8_heap: p.v8_old_generation_limit.or(p.v8_heap_limit), cgroup };
-    let verdict = verdict::judge(&p.evidence, secs(ts_ns), limits, &p.verdict, p.gc_probed);
-    if changed(&p.verdict, &verdict) {
-        p.recorder.verdict(VerdictEntry {
+    let verdict =
+        verdict::judge(&p.diagnosis.evidence, secs(ts_ns), limits, &p.diagnosis.verdict, p.gc_probed);
+    if changed(&p.diagnosis.verdict, &verdict) {
+        p.diagnosis.recorder.verdict(VerdictEntry {
             ts,
             state: verdict.state,
             memory: verdict.memory,
@@ -131,11 +138,11 @@ pub fn sampled(p: &mut ProcessState, group: Option<&Group>, ts_ns: u64, ts: f64,
             cgroup_path: p.group.clone(),
             cgroup_id: p.cgroup_id,
             container: p.container.clone(),
-            previous: p.verdict.state,
+            previous: p.diagnosis.verdict.state,
             verdict: verdict.clone(),
         }));
     }
-    p.verdict = verdict;
+    p.diagnosis.verdict = verdict;
 }
 
 fn changed(old: &Verdict, new: &Verdict) -> bool {
@@ -163,7 +170,7 @@ pub fn judge_group(
     container: Option<&ContainerRef>,
     out: &mut Vec<Record>,
 ) {
-    let worst = members.iter().map(|p| p.verdict.state).max_by_key(|s| severity(*s));
+    let worst = members.iter().map(|p| p.diagnosis.verdict.state).max_by_key(|s| severity(*s));
     let v = match worst {
         None | Some(VerdictState::Unknown) => Verdict::unknown(if members.is_empty() {
             "no live process".to_owned()
@@ -188,17 +195,18 @@ pub fn judge_group(
 }
 
 fn group_verdict(g: &Group, members: &[&ProcessState], state: VerdictState) -> Verdict {
-    let worst: Vec<&&ProcessState> = members.iter().filter(|p| p.verdict.state == state).collect();
+    let worst: Vec<&&ProcessState> = members.iter().filter(|p| p.diagnosis.verdict.state == state).collect();
     let memory = worst
         .iter()
-        .filter_map(|p| p.verdict.memory)
+        .filter_map(|p| p.diagnosis.verdict.memory)
         .reduce(|a, b| if a == b { a } else { MemoryKind::Both });
-    let slope: Option<f64> = worst.iter().filter_map(|p| p.verdict.slope_bytes_per_s).reduce(|a, b| a + b);
+    let slope: Option<f64> =
+        worst.iter().filter_map(|p| p.diagnosis.verdict.slope_bytes_per_s).reduce(|a, b| a + b);
     let mut v = Verdict {
         state,
         memory,
         slope_bytes_per_s: slope,
-        basis: worst.iter().filter_map(|p| p.verdict.basis).min_by(|a, b| a.fit.total_cmp(&b.fit)),
+        basis: worst.iter().filter_map(|p| p.diagnosis.verdict.basis).min_by(|a, b| a.fit.total_cmp(&b.fit)),
         time_to_limit_s: None,
         limit: None,
         limit_bytes: None,
@@ -207,7 +215,13 @@ fn group_verdict(g: &Group, members: &[&ProcessState], state: VerdictState) -> V
     // The nearest of the members' forecasts and the cgroup's own.
     let mut nearest = members
         .iter()
-        .filter_map(|p| Some((p.verdict.time_to_limit_s?, p.verdict.limit?, p.verdict.limit_bytes?)))
+        .filter_map(|p| {
+            Some((
+                p.diagnosis.verdict.time_to_limit_s?,
+                p.diagnosis.verdict.limit?,
+                p.diagnosis.verdict.limit_bytes?,
+            ))
+        })
         .min_by(|a, b| a.0.total_cmp(&b.0));
     if matches!(state, VerdictState::Leak | VerdictState::Growing)
         && let Some((t, limit)) = g.cgroup_forecast()

@@ -235,9 +235,9 @@ impl Model {
             }
             EventKind::FatalSignal { signal, memory } => {
                 if let Some(p) = self.live(pid, cgroup_id) {
-                    p.fatal_signal.get_or_insert(signal);
-                    if p.memory_at_death.is_none() {
-                        p.memory_at_death = memory;
+                    p.diagnosis.fatal_signal.get_or_insert(signal);
+                    if p.diagnosis.memory_at_death.is_none() {
+                        p.diagnosis.memory_at_death = memory;
                     }
                 }
             }
@@ -270,13 +270,13 @@ impl Model {
         p.calls = calls;
         p.gc_work = gc_work;
         if let Some((cause, signal)) = death::cause(p, exit_code) {
-            p.death = Some(cause);
+            p.diagnosis.death = Some(cause);
             let p = &self.processes[&pid];
             let record = death::death(p, self.groups.get(&p.group), cause, signal, ts);
             let explanation = record.explanation.clone();
             out.push(Record::Death(record));
             if let Some(p) = self.processes.get_mut(&pid) {
-                p.death_explanation = Some(explanation);
+                p.diagnosis.death_explanation = Some(explanation);
             }
         }
         self.retire(pid, ts_ns, true, out);
@@ -357,7 +357,7 @@ impl Model {
         let ts = self.wall(ts_ns);
         let Some(p) = self.live(pid, 0) else { return };
         p.oom_killed = true;
-        p.memory_at_death.get_or_insert(sizes);
+        p.diagnosis.memory_at_death.get_or_insert(sizes);
         out.push(Record::Oom(oom_record(p, ts, OomSource::Kernel, sizes)));
     }
 
@@ -375,7 +375,7 @@ impl Model {
         let Some(p) = self.live(pid, cgroup_id) else { return };
         if !p.v8_oom {
             p.v8_oom = true;
-            p.memory_at_death = memory;
+            p.diagnosis.memory_at_death = memory;
             // The kernel's reading at the abort; the last sample only if it
             // had none (it can be seconds old and far off).
             out.push(Record::Oom(oom_record(p, ts, OomSource::V8, memory.unwrap_or(p.status))));

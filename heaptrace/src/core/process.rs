@@ -43,23 +43,44 @@ pub struct ProcessState {
     pub v8_old_generation_limit: Option<u64>,
     /// V8 reported running out of heap.
     pub v8_oom: bool,
+    /// Its verdict, what it rests on, its flight recorder, how it died.
+    pub diagnosis: Diagnosis,
+}
+
+/// A process's diagnosis: fresh at attach, and for a forked child.
+pub struct Diagnosis {
+    pub verdict: super::verdict::Verdict,
+    /// What the verdict rests on.
+    pub evidence: super::verdict::Evidence,
+    pub recorder: super::recorder::FlightRecorder,
+    /// Native memory at the latest sample (see `report::native_bytes`).
+    pub native_bytes: u64,
+    /// Large mappings of the current interval.
+    pub interval_mappings: super::diagnose::MappingTally,
     /// Memory read in the kernel when it began to die (V8's abort, the OOM
     /// kill, a fatal signal).
     pub memory_at_death: Option<ProcStatus>,
     /// The fatal signal being delivered to it, if one was.
     pub fatal_signal: Option<u32>,
-    /// How it died, once it has.
+    /// How it died, once it has, and the death record's sentence.
     pub death: Option<super::record::DeathCause>,
-    /// The death record's sentence.
     pub death_explanation: Option<String>,
-    pub recorder: super::recorder::FlightRecorder,
-    pub verdict: super::verdict::Verdict,
-    /// What the verdict rests on.
-    pub evidence: super::verdict::Evidence,
-    /// Native memory at the latest sample (see `report::native_bytes`).
-    pub native_bytes: u64,
-    /// Large mappings of the current interval.
-    pub interval_mappings: super::diagnose::MappingTally,
+}
+
+impl Default for Diagnosis {
+    fn default() -> Self {
+        Self {
+            verdict: super::verdict::Verdict::unknown("just attached"),
+            evidence: Default::default(),
+            recorder: Default::default(),
+            native_bytes: 0,
+            interval_mappings: Default::default(),
+            memory_at_death: None,
+            fatal_signal: None,
+            death: None,
+            death_explanation: None,
+        }
+    }
 }
 
 pub struct Baseline {
@@ -91,15 +112,7 @@ impl ProcessState {
             v8_heap_limit: None,
             v8_old_generation_limit: None,
             v8_oom: false,
-            memory_at_death: None,
-            fatal_signal: None,
-            death: None,
-            death_explanation: None,
-            recorder: Default::default(),
-            verdict: super::verdict::Verdict::unknown("just attached"),
-            evidence: Default::default(),
-            interval_mappings: Default::default(),
-            native_bytes: 0,
+            diagnosis: Diagnosis::default(),
             ns_pid: info.ns_pid,
             pid: info.pid,
             comm: info.comm,
@@ -168,15 +181,7 @@ impl ProcessState {
             v8_heap_limit: self.v8_heap_limit,
             v8_old_generation_limit: self.v8_old_generation_limit,
             v8_oom: false,
-            memory_at_death: None,
-            fatal_signal: None,
-            death: None,
-            death_explanation: None,
-            recorder: Default::default(),
-            verdict: super::verdict::Verdict::unknown("just attached"),
-            evidence: Default::default(),
-            interval_mappings: Default::default(),
-            native_bytes: 0,
+            diagnosis: Diagnosis::default(),
         };
         child.baseline.brk_bytes = child.brk_bytes();
         child

@@ -82,8 +82,8 @@ pub fn snapshot(p: &ProcessState, ts: f64) -> Snapshot {
         heap_after_last_major_bytes: p.gc.heap_after_last_major,
         v8_heap_limit_bytes: p.v8_heap_limit,
         v8_old_generation_limit_bytes: p.v8_old_generation_limit,
-        native_bytes: p.native_bytes,
-        verdict: p.verdict.clone(),
+        native_bytes: p.diagnosis.native_bytes,
+        verdict: p.diagnosis.verdict.clone(),
     }
 }
 
@@ -197,8 +197,8 @@ pub fn process_summary(p: &ProcessState, now_ns: u64) -> ProcessSummary {
         v8_out_of_memory: p.v8_oom,
         replaced_by_exec: false,
         oom_killed: p.oom_killed,
-        death: p.death,
-        verdict: p.verdict.clone(),
+        death: p.diagnosis.death,
+        verdict: p.diagnosis.verdict.clone(),
         v8_heap_limit_bytes: p.v8_heap_limit,
         v8_old_generation_limit_bytes: p.v8_old_generation_limit,
         rss_start_bytes: base.status.rss(),
@@ -237,7 +237,7 @@ pub fn process_summary(p: &ProcessState, now_ns: u64) -> ProcessSummary {
         finding: String::new(),
     };
     s.finding = finding(&s, delta(t.committed_anon, base.totals.committed_anon));
-    let died = p.death_explanation.as_deref().or(p.death.map(death_words));
+    let died = p.diagnosis.death_explanation.as_deref().or(p.diagnosis.death.map(death_words));
     s.answer = answer(&s, died);
     s
 }

@@ -392,6 +392,20 @@ pub fn unique_node(version: &str, tag: &str) -> (PathBuf, String) {
     (path, comm)
 }
 
+/// A registry-free container rootfs with official Node 22 as /usr/bin/node
+/// and the workloads under /app (scripts/container-rootfs.sh), for podman.
+pub fn container_rootfs() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("rootfs-node22");
+    let status = Command::new("bash")
+        .arg(repo_root().join("scripts/container-rootfs.sh"))
+        .arg(node_bin("22.23.3"))
+        .arg(&dir)
+        .status()
+        .expect("running scripts/container-rootfs.sh");
+    assert!(status.success(), "building the container rootfs failed");
+    dir
+}
+
 /// The v2 hierarchy's mount point (`/sys/fs/cgroup/unified` on hybrid hosts).
 pub fn cgroup_v2_root() -> PathBuf {
     ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
