@@ -28,23 +28,11 @@ struct NodeBuild {
 
 impl NodeBuild {
     fn command(&self, args: &[&std::ffi::OsStr]) -> Command {
-        let Some(root) = &self.debian_root else {
-            let mut cmd = Command::new(&self.node);
-            cmd.args(args);
-            return cmd;
+        let mut cmd = match &self.debian_root {
+            Some(root) => debian_node_command(root, &self.node),
+            None => Command::new(&self.node),
         };
-        // In its own mount namespace, with the builtins Debian's node loads
-        // from /usr/share/nodejs overlaid on /usr/share: no change to the
-        // host, and the process sees another file system, as in a container.
-        let script = format!(
-            "mount -t overlay overlay -o lowerdir={share}:/usr/share /usr/share && \
-             exec env LD_LIBRARY_PATH={lib} {node} \"$@\"",
-            share = root.join("usr/share").display(),
-            lib = root.join("usr/lib/x86_64-linux-gnu").display(),
-            node = self.node.display(),
-        );
-        let mut cmd = Command::new("unshare");
-        cmd.args(["-m", "sh", "-c", &script, "sh"]).args(args);
+        cmd.args(args);
         cmd
     }
 }

@@ -52,22 +52,11 @@ fn build(name: &'static str) -> Build {
 impl Build {
     /// node FLAGS -e SCRIPT.
     fn command(&self, flags: &[&str]) -> Command {
-        let Some(root) = &self.debian_root else {
-            let mut cmd = Command::new(&self.node);
-            cmd.args(flags).args(["-e", SCRIPT]);
-            return cmd;
+        let mut cmd = match &self.debian_root {
+            Some(root) => debian_node_command(root, &self.node),
+            None => Command::new(&self.node),
         };
-        // As tests/gc.rs runs it: in its own mount namespace, with the
-        // builtins Debian's node loads from /usr/share/nodejs overlaid.
-        let script = format!(
-            "mount -t overlay overlay -o lowerdir={share}:/usr/share /usr/share && \
-             exec env LD_LIBRARY_PATH={lib} {node} \"$@\"",
-            share = root.join("usr/share").display(),
-            lib = root.join("usr/lib/x86_64-linux-gnu").display(),
-            node = self.node.display(),
-        );
-        let mut cmd = Command::new("unshare");
-        cmd.args(["-m", "sh", "-c", &script, "sh"]).args(flags).args(["-e", SCRIPT]);
+        cmd.args(flags).args(["-e", SCRIPT]);
         cmd
     }
 }

@@ -392,6 +392,23 @@ pub fn unique_node(version: &str, tag: &str) -> (PathBuf, String) {
     (path, comm)
 }
 
+/// Debian's node (unpacked under `root` by scripts/fetch-node.sh), ready for
+/// its arguments: in its own mount namespace, with the builtins it loads
+/// from /usr/share/nodejs overlaid on /usr/share. No change to the host, and
+/// the process sees another file system, as in a container.
+pub fn debian_node_command(root: &Path, node: &Path) -> Command {
+    let script = format!(
+        "mount -t overlay overlay -o lowerdir={share}:/usr/share /usr/share && \
+         exec env LD_LIBRARY_PATH={lib} {node} \"$@\"",
+        share = root.join("usr/share").display(),
+        lib = root.join("usr/lib/x86_64-linux-gnu").display(),
+        node = node.display(),
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "sh", "-c", &script, "sh"]);
+    cmd
+}
+
 /// A registry-free container rootfs with official Node 22 as /usr/bin/node
 /// and the workloads under /app (scripts/container-rootfs.sh), for podman.
 pub fn container_rootfs() -> PathBuf {
