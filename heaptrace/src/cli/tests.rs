@@ -161,3 +161,25 @@ fn bad_values_name_the_flag_and_what_was_expected() {
     assert!(parse(&["--pid", "1", "--ring-buffer", "1k"]).unwrap_err().contains("power of two"));
     assert_eq!(parse(&["--pid", "1", "--ring-buffer", "4KiB"]).unwrap().ring_buffer_bytes, 4096);
 }
+
+#[test]
+fn a_dump_dir_must_be_a_directory_it_can_write_to() {
+    let e = parse(&["--pid", "42", "--dump-dir", "/etc/passwd"]).unwrap_err();
+    assert_eq!(e, "--dump-dir /etc/passwd: not a directory");
+    let e = parse(&["--pid", "42", "--dump-dir", "/proc/self/no/such"]).unwrap_err();
+    assert!(e.starts_with("--dump-dir /proc/self/no/such: cannot create it:"), "{e}");
+    // Made if missing, readable by its owner only.
+    let dir = std::env::temp_dir().join(format!("heaptrace-dumps-{}", std::process::id()));
+    let c = parse(&["--pid", "42", "--dump-dir", dir.to_str().unwrap()]).unwrap();
+    assert_eq!(c.dump_dir.as_deref(), Some(dir.as_path()));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    std::fs::remove_dir(&dir).unwrap();
+}
+
+#[test]
+fn events_come_with_the_flag_or_verbose() {
+    assert!(!parse(&["--pid", "42"]).unwrap().events);
+    assert!(parse(&["--pid", "42", "--events"]).unwrap().events);
+    assert!(parse(&["--pid", "42", "-v"]).unwrap().events);
+}

@@ -437,3 +437,78 @@ fn groups_aggregate_their_processes_gc_and_cgroup_memory() {
     let a = s.groups.iter().find(|c| c.snapshot.cgroup_id == 101).unwrap();
     assert_eq!((a.major.count, a.minor.count), (2, 3));
 }
+
+/// A V8 process whose floor rises 12 MiB a minute, then dies of V8's OOM.
+#[test]
+fn a_rising_floor_becomes_a_leak_verdict_and_a_death_is_explained_with_the_kernels_figures() {
+    let mut m = model();
+    let mut info =
+        ProcessInfo { pid: 10, comm: "node".into(), ts_ns: SEC, gc_probes: true, ..Default::default() };
+    info.status = status(50 * M);
+    m.apply(Input::Attach(Box::new(info)), &mut Vec::new());
+    let limit = Input::HeapLimit { pid: 10, ts_ns: SEC, bytes: 144 * M, old_generation_bytes: Some(96 * M) };
+    m.apply(limit, &mut Vec::new());
+    let mut out = Vec::new();
+    for s in 1..=60u64 {
+        let ts_ns = SEC + s * SEC;
+        if s % 10 == 0 {
+            let floor = 20 * M + s * 12 * M / 60;
+            let pause = GcPause {
+                pause_ns: 5_000_000,
+                heap_before: floor + 20 * M,
+                heap_after: floor,
+                collector: Some(1),
+                reason: Some(1),
+                v8_timestamps: true,
+                marking_steps: 0,
+                marking_step_ns: 0,
+                marking_start_ns: 0,
+                heap: 0x1000,
+            };
+            let event = Event { pid: 10, tid: 10, ts_ns, cgroup_id: 0, kind: EventKind::Gc(pause) };
+            m.apply(Input::Event(event), &mut out);
+        }
+        let sample = Sample {
+            pid: 10,
+            ts_ns,
+            status: Some(status(50 * M)),
+            calls: CallCounts::default(),
+            gc_work: None,
+        };
+        m.apply(Input::Sample(sample), &mut out);
+    }
+    let leak = out
+        .iter()
+        .find_map(|r| match r {
+            Record::Verdict(v) if v.verdict.state == VerdictState::Leak => Some(v),
+            _ => None,
+        })
+        .expect("a leak verdict");
+    assert_eq!((leak.pid, leak.verdict.memory), (Some(10), Some(MemoryKind::JsHeap)));
+    // Against the old generation's limit, not heap_size_limit.
+    assert_eq!((leak.verdict.limit, leak.verdict.limit_bytes), (Some(LimitKind::V8Heap), Some(96 * M)));
+
+    let mut out = Vec::new();
+    let at_abort = ProcStatus { vm_size: 900 * M, rss_anon: 130 * M, rss_file: 40 * M, rss_shmem: 0 };
+    let oom = EventKind::V8OutOfMemory { memory: Some(at_abort) };
+    m.apply(Input::Event(Event { pid: 10, tid: 10, ts_ns: 70 * SEC, cgroup_id: 0, kind: oom }), &mut out);
+    let exit =
+        EventKind::Exit { calls: CallCounts::default(), gc_work: GcWork::default(), exit_code: Some(0x86) };
+    m.apply(Input::Event(Event { pid: 10, tid: 10, ts_ns: 71 * SEC, cgroup_id: 0, kind: exit }), &mut out);
+    assert!(matches!(&out[0], Record::Oom(o) if o.anon_rss_bytes == 130 * M && o.source == OomSource::V8));
+    let Record::Death(d) = &out[1] else { panic!("a death: {out:?}") };
+    assert_eq!((d.cause, d.signal.as_deref()), (DeathCause::V8Oom, Some("SIGABRT")));
+    assert_eq!((d.memory.source, d.memory.rss_anon_bytes), (MemorySource::Kernel, 130 * M));
+    assert_eq!(d.memory.v8_old_generation_limit_bytes, Some(96 * M));
+    assert_eq!(d.verdict.as_ref().map(|v| v.state), Some(VerdictState::Leak));
+    let flight = d.flight.as_ref().expect("its flight recording");
+    assert_eq!((flight.gcs.len(), flight.memory.len()), (6, 60));
+    assert!(matches!(&out[2], Record::Exit(_)));
+    let Record::Summary(s) = m.summary(72 * SEC) else { panic!() };
+    assert!(
+        s.processes[0].answer.contains("leaks memory in its JavaScript heap"),
+        "{}",
+        s.processes[0].answer
+    );
+    assert!(s.processes[0].answer.contains("It died: V8 ran out of JS heap"), "{}", s.processes[0].answer);
+}

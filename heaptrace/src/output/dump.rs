@@ -47,3 +47,55 @@ pub fn write(dir: &Path, death: &Death) -> io::Result<PathBuf> {
     }
     Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{stem}.json and 99 more exist")))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::core::record::{DeathCause, DeathMemory, MemorySource};
+
+    fn death() -> Death {
+        Death {
+            ts: 1_796_000_000.5,
+            pid: 42,
+            comm: "node".into(),
+            cause: DeathCause::V8Oom,
+            signal: Some("SIGABRT".into()),
+            memory: DeathMemory {
+                rss_anon_bytes: 1,
+                rss_file_bytes: 2,
+                rss_shmem_bytes: 0,
+                vm_bytes: 3,
+                source: MemorySource::Kernel,
+                js_heap_used_bytes: Some(4),
+                v8_heap_limit_bytes: None,
+                v8_old_generation_limit_bytes: None,
+                cgroup_usage_bytes: None,
+                cgroup_limit_bytes: None,
+            },
+            verdict: None,
+            explanation: "V8 ran out of JS heap".into(),
+            cgroup_path: String::new(),
+            cgroup_id: 0,
+            container: None,
+            dump_path: None,
+            flight: Some(Box::default()),
+        }
+    }
+
+    #[test]
+    fn one_file_per_death_root_only_never_over_another() {
+        let dir = std::env::temp_dir().join(format!("heaptrace-dump-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let first = write(&dir, &death()).unwrap();
+        assert_eq!(first, dir.join("heaptrace-42-1796000000.json"));
+        assert_eq!(std::fs::metadata(&first).unwrap().permissions().mode() & 0o777, 0o600);
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&first).unwrap()).unwrap();
+        assert_eq!((v["type"].as_str(), v["cause"].as_str()), (Some("death"), Some("v8-oom")));
+        assert!(v["flight_recorder"]["gcs"].is_array());
+        let second = write(&dir, &death()).unwrap();
+        assert_eq!(second, dir.join("heaptrace-42-1796000000.1.json"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
