@@ -139,6 +139,15 @@ impl MetricsSink {
         labels.into_iter().filter_map(|(k, v)| Some((k, v.filter(|v| !v.is_empty())?))).collect()
     }
 
+    /// The labels of a traced process's series; for one that is gone
+    /// already (its exit came first), built from the record's own fields.
+    fn series_of(&self, pid: u32, comm: &str, c: Option<&ContainerRef>) -> Labels {
+        match self.procs.get(&pid) {
+            Some(p) => p.series.clone(),
+            None => self.series_labels(pid, comm, c),
+        }
+    }
+
     fn series_labels(&self, pid: u32, comm: &str, c: Option<&ContainerRef>) -> Labels {
         let mut l = self.group_labels(c);
         if self.cfg.per_process {
@@ -423,19 +432,13 @@ impl Sink for MetricsSink {
                 }
             }
             Record::Oom(o) => {
-                let series = match self.procs.get(&o.pid) {
-                    Some(p) => p.series.clone(),
-                    None => self.series_labels(o.pid, &o.comm, o.container.as_ref()),
-                };
+                let series = self.series_of(o.pid, &o.comm, o.container.as_ref());
                 let labels = Self::with(&series, "source", o.source.name());
                 self.f.oom_kills.get_or_create(&labels).inc();
                 self.touch(&labels);
             }
             Record::Death(d) => {
-                let series = match self.procs.get(&d.pid) {
-                    Some(p) => p.series.clone(),
-                    None => self.series_labels(d.pid, &d.comm, d.container.as_ref()),
-                };
+                let series = self.series_of(d.pid, &d.comm, d.container.as_ref());
                 let labels = Self::with(&series, "cause", d.cause.name());
                 self.f.deaths.get_or_create(&labels).inc();
                 self.touch(&labels);
