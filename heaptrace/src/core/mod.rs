@@ -15,6 +15,7 @@ pub mod model;
 pub mod process;
 pub mod record;
 pub mod recorder;
+pub mod sites;
 mod report;
 pub mod verdict;
 
