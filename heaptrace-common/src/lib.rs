@@ -143,6 +143,79 @@ pub struct MemEvent {
     pub _pad: u32,
     pub args: [u64; 5],
     pub ret: u64,
+    /// Key of the user stack captured at this call in the stacks map
+    /// ([`StackTrace`]), or 0 when none was taken (a call that allocates
+    /// nothing, one below the size bound, or stacks off).
+    pub stack: u64,
+}
+
+/// Frames one captured stack holds at most. Allocation stacks of a Node
+/// process are 20 to 60 frames deep (V8's allocation path, then JS frames
+/// of an Express-like server); the innermost ones are kept, which are the
+/// ones that name the allocating code.
+pub const MAX_STACK_FRAMES: usize = 48;
+
+/// Capacity of the stacks map. LRU: userspace reads each stack once, just
+/// after the event that names it, and caches it; an evicted stack the
+/// collector has not read yet is counted as lost.
+pub const MAX_STACKS: u32 = 8_192;
+
+/// Default lower bound (bytes) for an mmap or mprotect to get a stack: V8
+/// commits heap pages of 256 KiB and glibc grows an arena by at least its
+/// 128 KiB top pad, while V8's code-page permission flips are a few pages.
+pub const STACK_MIN_BYTES: u64 = 64 << 10;
+
+/// A user stack, walked by frame pointers at an allocating syscall.
+///
+/// `pcs[0]` is the syscall's user instruction pointer, `pcs[1]` the word at
+/// the user stack pointer (the return address into the caller, when the
+/// libc wrapper is a leaf, as glibc's mmap/mprotect/brk wrappers are), then
+/// the return addresses of the frame-pointer chain. `slots[i]` is the word
+/// at `fp - 16` of the frame `pcs[i]` runs in (V8 keeps a JS frame's
+/// JSFunction there), or 0 if unreadable.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackTrace {
+    /// Frames filled.
+    pub len: u32,
+    /// 1 if the walk stopped at [`MAX_STACK_FRAMES`] with more to go.
+    pub truncated: u32,
+    /// When `rbp` at the syscall was no frame pointer (glibc's malloc is
+    /// built without them), the index of the first frame found by scanning
+    /// the stack for the frame record its callee saved; 0 if no scan. The
+    /// frames between the syscall's caller and that one are missing.
+    pub scanned_from: u32,
+    pub _pad: u32,
+    pub pcs: [u64; MAX_STACK_FRAMES],
+    pub slots: [u64; MAX_STACK_FRAMES],
+}
+
+impl Default for StackTrace {
+    fn default() -> Self {
+        StackTrace {
+            len: 0,
+            truncated: 0,
+            scanned_from: 0,
+            _pad: 0,
+            pcs: [0; MAX_STACK_FRAMES],
+            slots: [0; MAX_STACK_FRAMES],
+        }
+    }
+}
+
+/// Indexes of the per-CPU stack counters.
+pub mod stack_stat {
+    /// Stacks captured (walks done).
+    pub const CAPTURED: u32 = 0;
+    /// Stacks that were new to the stacks map (inserted).
+    pub const INSERTED: u32 = 1;
+    /// Walks cut at [`super::MAX_STACK_FRAMES`].
+    pub const TRUNCATED: u32 = 2;
+    /// Walks that had to scan for a frame record (no frame pointer at the
+    /// syscall), and scans that found none.
+    pub const SCANNED: u32 = 3;
+    pub const SCAN_FAILED: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// The whole thread group of a traced process has exited. The kernel
@@ -434,7 +507,8 @@ const _: () = assert!(core::mem::size_of::<V8OomEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<FatalSignalEvent>() == 80);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 56);
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 32);
-const _: () = assert!(core::mem::size_of::<MemEvent>() == 88);
+const _: () = assert!(core::mem::size_of::<MemEvent>() == 96);
+const _: () = assert!(core::mem::size_of::<StackTrace>() == 16 + 16 * MAX_STACK_FRAMES);
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 152);
 const _: () = assert!(core::mem::size_of::<LifecycleEvent>() == 56);
 const _: () = assert!(core::mem::size_of::<OomEvent>() == 64);
@@ -473,6 +547,8 @@ mod pod {
     unsafe impl aya::Pod for super::EventHeader {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::MemEvent {}
+    // SAFETY: repr(C), integers only, no padding (size asserted above).
+    unsafe impl aya::Pod for super::StackTrace {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ExitEvent {}
     // SAFETY: as above.

@@ -13,6 +13,7 @@ mod gc;
 mod lifecycle;
 mod maps;
 mod mem;
+mod stacks;
 mod task;
 
 #[cfg(not(test))]

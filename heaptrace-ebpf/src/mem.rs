@@ -25,6 +25,8 @@ use aya_ebpf::{
 };
 use heaptrace_common::{MemEvent, PendingSyscall, ProcCounters, kind, mem_op, mem_op_for_x86_64_syscall};
 
+use crate::stacks;
+
 use crate::{
     event::header,
     maps::{EVENTS, PENDING, QUIET, TRACED, atomic_add, count_drop},
@@ -52,7 +54,9 @@ pub fn mem_btf_sys_exit(ctx: BtfTracePointContext) -> i32 {
     // SAFETY: as above.
     let args = unsafe { [(*regs).rdi, (*regs).rsi, (*regs).rdx, (*regs).r10, (*regs).r8] };
     let ret: u64 = ctx.arg(1);
-    record(counters, pid_tgid, op, args, ret);
+    // SAFETY: as above.
+    let user = unsafe { UserRegs { ip: (*regs).rip, sp: (*regs).rsp, fp: (*regs).rbp } };
+    record(counters, pid_tgid, op, args, ret, user);
     0
 }
 
@@ -79,7 +83,8 @@ pub fn mem_sys_exit(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     let ret: u64 = ctx.arg(1);
-    record(counters, pid_tgid, op, [r.rdi, r.rsi, r.rdx, r.r10, r.r8], ret);
+    let user = UserRegs { ip: r.rip, sp: r.rsp, fp: r.rbp };
+    record(counters, pid_tgid, op, [r.rdi, r.rsi, r.rdx, r.r10, r.r8], ret, user);
     0
 }
 
@@ -133,13 +138,44 @@ pub fn mem_tp_exit(ctx: TracePointContext) -> u32 {
     let Ok(ret) = (unsafe { ctx.read_at::<i64>(TP_RET) }) else {
         return 0;
     };
-    record(counters, pid_tgid, pending.op, pending.args, ret as u64);
+    // The classic tracepoints carry no user registers: no stacks on this
+    // last-resort path.
+    record(counters, pid_tgid, pending.op, pending.args, ret as u64, UserRegs::NONE);
     0
+}
+
+/// The user registers a stack walk starts from.
+#[derive(Clone, Copy)]
+struct UserRegs {
+    ip: u64,
+    sp: u64,
+    fp: u64,
+}
+
+impl UserRegs {
+    const NONE: Self = UserRegs { ip: 0, sp: 0, fp: 0 };
+}
+
+/// PROT_WRITE: a mapping or range that can hold data.
+const PROT_WRITE: u64 = 2;
+
+/// Whether this successful call allocates enough to be worth a stack: an
+/// mmap of writable memory or an mprotect making memory writable (V8
+/// commits its heap pages that way, glibc grows its arenas), at least
+/// `min` bytes, or a brk that moves the break. Reservations (PROT_NONE),
+/// unmaps and small permission flips get none.
+#[inline(always)]
+fn wants_stack(op: u32, args: &[u64; 5], min: u64) -> bool {
+    match op {
+        mem_op::MMAP | mem_op::MPROTECT => args[2] & PROT_WRITE != 0 && args[1] >= min,
+        mem_op::BRK => args[0] != 0,
+        _ => false,
+    }
 }
 
 /// Counts the call and, if it succeeded, streams it.
 #[inline(always)]
-fn record(counters: *mut ProcCounters, pid_tgid: u64, op: u32, args: [u64; 5], ret: u64) {
+fn record(counters: *mut ProcCounters, pid_tgid: u64, op: u32, args: [u64; 5], ret: u64, user: UserRegs) {
     // brk never fails with -errno: it returns the (possibly unchanged) break.
     let failed = op != mem_op::BRK && ret > u64::MAX - MAX_ERRNO;
     // SAFETY: `counters` comes from a successful TRACED lookup in this run and
@@ -154,11 +190,17 @@ fn record(counters: *mut ProcCounters, pid_tgid: u64, op: u32, args: [u64; 5], r
         }
     }
 
+    let min = stacks::min_bytes();
+    let stack = if min != 0 && user.sp != 0 && wants_stack(op, &args, min) {
+        stacks::capture(user.ip, user.sp, user.fp)
+    } else {
+        0
+    };
     let Some(mut entry) = EVENTS.reserve::<MemEvent>(0) else {
         count_drop();
         return;
     };
     // Reserved and written in place (no copy): this is the hot path.
-    entry.write(MemEvent { header: header(kind::MEM, pid_tgid), op, _pad: 0, args, ret });
+    entry.write(MemEvent { header: header(kind::MEM, pid_tgid), op, _pad: 0, args, ret, stack });
     entry.submit(QUIET);
 }

@@ -16,5 +16,6 @@ pub mod core;
 pub mod host;
 pub mod kernel;
 pub mod output;
+pub mod symbols;
 pub mod units;
 pub mod v8;

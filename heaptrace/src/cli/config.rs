@@ -43,6 +43,12 @@ pub struct Config {
     /// Where death dumps go (`--dump-dir`), checked to be a writable
     /// directory.
     pub dump_dir: Option<std::path::PathBuf>,
+    /// Smallest mmap/mprotect that gets an allocation stack; 0: no stacks
+    /// (`--no-stacks`, and the agent, which has no use for them yet).
+    pub stack_min_bytes: u64,
+    /// `--flamegraph` and `--pprof`: written at the end.
+    pub flamegraph: Option<std::path::PathBuf>,
+    pub pprof: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -52,6 +58,15 @@ impl Config {
         config.duration = args.duration;
         config.output = args.output;
         config.events = args.events || config.verbose;
+        if args.no_stacks && (args.flamegraph.is_some() || args.pprof.is_some()) {
+            return Err("--flamegraph and --pprof need allocation stacks: drop --no-stacks".into());
+        }
+        if !args.no_stacks && args.stack_min == 0 {
+            return Err("--stack-min must be greater than zero (--no-stacks turns stacks off)".into());
+        }
+        config.stack_min_bytes = if args.no_stacks { 0 } else { args.stack_min };
+        config.flamegraph = args.flamegraph.as_deref().map(|p| output_file("--flamegraph", p)).transpose()?;
+        config.pprof = args.pprof.as_deref().map(|p| output_file("--pprof", p)).transpose()?;
         Ok(config)
     }
 
@@ -109,6 +124,9 @@ impl Config {
             drain_every: Duration::from_millis(20),
             events: false,
             dump_dir: tracing.dump_dir.as_deref().map(dump_dir).transpose()?,
+            stack_min_bytes: 0,
+            flamegraph: None,
+            pprof: None,
         })
     }
 }
@@ -133,6 +151,26 @@ fn dump_dir(dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
         .and_then(|()| std::fs::remove_file(&probe))
         .map_err(|e| format!("--dump-dir {}: cannot write there: {e}", dir.display()))?;
     Ok(dir.to_path_buf())
+}
+
+/// A file written at the end: checked now, so a typo does not cost a whole
+/// tracing session. Its directory must exist and take a new file.
+fn output_file(flag: &str, path: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    if path.is_dir() {
+        return Err(format!("{flag} {}: is a directory; give a file name", path.display()));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!("{flag} {}: no such directory {}", path.display(), dir.display()));
+    }
+    let probe = dir.join(format!(".heaptrace-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| format!("{flag} {}: cannot write into {}: {e}", path.display(), dir.display()))?;
+    Ok(path.to_path_buf())
 }
 
 fn selection(args: SelectionArgs) -> Result<Selection, String> {

@@ -152,6 +152,26 @@ pub struct TraceArgs {
     #[arg(short, long)]
     pub events: bool,
 
+    /// Do not capture allocation stacks (by default, every mmap or mprotect
+    /// of writable memory at least --stack-min large, and every brk growth,
+    /// gets its user stack, named with its JS functions).
+    #[arg(long)]
+    pub no_stacks: bool,
+
+    /// Smallest mmap or mprotect that gets a stack.
+    #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = units::parse_size)]
+    pub stack_min: u64,
+
+    /// At the end, write a flame graph of the allocation sites (bytes
+    /// allocated by stack) to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub flamegraph: Option<std::path::PathBuf>,
+
+    /// At the end, write the allocation sites as a pprof profile (gzipped
+    /// protobuf: `go tool pprof`, Pyroscope and Grafana read it).
+    #[arg(long, value_name = "FILE.pb.gz")]
+    pub pprof: Option<std::path::PathBuf>,
+
     #[command(flatten)]
     pub tracing: TracingArgs,
 }

@@ -20,7 +20,7 @@ use crate::{
     cli::Config,
     clock,
     core::{
-        Input, Model, ModelConfig, Record, Sample,
+        EventKind, Input, Model, ModelConfig, Record, Sample,
         container::parse_cgroup_path,
         input::Origin,
         record::{SCHEMA_VERSION, Started},
@@ -31,6 +31,7 @@ use crate::{
     },
     kernel::Tracer,
     output::{CollectorStats, Sink, dump},
+    symbols::StackNamer,
     v8::V8Support,
 };
 
@@ -61,7 +62,8 @@ pub async fn run(config: Config, sink: &mut dyn Sink) -> Result<Stop> {
     for &pid in &selection.pids {
         host::check_exists(pid)?;
     }
-    let tracer = Tracer::load(config.mem_hook, config.ring_buffer_bytes, &selection.kernel())?;
+    let tracer =
+        Tracer::load(config.mem_hook, config.ring_buffer_bytes, &selection.kernel(), config.stack_min_bytes)?;
     if config.verbose {
         eprintln!("heaptrace: memory hook: {}", tracer.mem_hook());
         for note in tracer.notes() {
@@ -84,6 +86,7 @@ pub async fn run(config: Config, sink: &mut dyn Sink) -> Result<Stop> {
         names: names::default_lookup(),
         verbose: config.verbose,
         dump_dir: config.dump_dir.clone(),
+        stacks: StackNamer::default(),
         out: Vec::new(),
     };
     c.begin()?;
@@ -104,6 +107,7 @@ struct Collector<'a> {
     names: names::Chain,
     verbose: bool,
     dump_dir: Option<std::path::PathBuf>,
+    stacks: StackNamer,
     /// Records made and not yet written.
     out: Vec<Record>,
 }
@@ -212,10 +216,24 @@ impl Collector<'_> {
         self.tracer.drain(&mut events);
         let mut actions = Vec::new();
         for event in events {
+            if let EventKind::Mem { stack: Some(id), .. } = event.kind {
+                self.name_stack(event.pid, id);
+            }
             let model = &self.model;
             self.lifecycle.on_event(event, &|pid| model.is_live(pid), &mut actions);
             self.run_actions_at_runtime(actions.drain(..));
         }
+    }
+
+    /// Names a stack the first time a process's event carries it, before
+    /// that event reaches the model.
+    fn name_stack(&mut self, pid: u32, id: u64) {
+        if self.stacks.is_known(pid, id) || !self.model.is_live(pid) {
+            return;
+        }
+        let trace = self.tracer.stack(id);
+        let frames = self.stacks.name(pid, id, trace.as_ref());
+        self.model.apply(Input::Stack { pid, id, frames }, &mut self.out);
     }
 
     /// Processes the selection picks that are not traced yet.
@@ -285,6 +303,7 @@ impl Collector<'_> {
                     continue;
                 }
                 Action::Untrace(pid) => {
+                    self.stacks.forget(pid);
                     self.tracer.untrace(pid);
                     self.v8.detach(pid, &mut self.tracer);
                     continue;

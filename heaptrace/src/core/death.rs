@@ -111,6 +111,7 @@ pub fn death(
         explanation: explain(p, cause, signal, &memory, status),
         memory,
         verdict,
+        allocation_sites: p.sites.sites().into_iter().take(DEATH_SITES).collect(),
         cgroup_path: p.group.clone(),
         cgroup_id: p.cgroup_id,
         container: p.container.clone(),
@@ -118,6 +119,9 @@ pub fn death(
         flight: Some(Box::new(p.diagnosis.recorder.recording())),
     }
 }
+
+/// Allocation sites a death record carries.
+const DEATH_SITES: usize = 10;
 
 /// One sentence: what killed it, with the memory that explains it.
 fn explain(

@@ -122,8 +122,9 @@ pub fn sampled(p: &mut ProcessState, group: Option<&Group>, ts_ns: u64, ts: f64,
     // The floor runs out at the old generation's limit; the rest of
     // heap_size_limit is the young generation's reserve.
     let limits = Limits { v8_heap: p.v8_old_generation_limit.or(p.v8_heap_limit), cgroup };
-    let verdict =
+    let mut verdict =
         verdict::judge(&p.diagnosis.evidence, secs(ts_ns), limits, &p.diagnosis.verdict, p.gc_probed);
+    name_the_site(p, ts_ns, &mut verdict);
     if changed(&p.diagnosis.verdict, &verdict) {
         p.diagnosis.recorder.verdict(VerdictEntry {
             ts,
@@ -143,6 +144,39 @@ pub fn sampled(p: &mut ProcessState, group: Option<&Group>, ts_ns: u64, ts: f64,
         }));
     }
     p.diagnosis.verdict = verdict;
+}
+
+/// How often the sites' growth window moves on: the window is the last one
+/// to two of these.
+const SITE_WINDOW_NS: u64 = 60_000_000_000;
+
+/// A site must hold at least this share of the growth to be named.
+const SITE_SHARE: f64 = 0.5;
+
+/// Adds the allocation site that took most of the growing memory to a
+/// growing verdict: "…, 80 % of it allocated in handler (app.js:17)".
+fn name_the_site(p: &mut ProcessState, ts_ns: u64, verdict: &mut Verdict) {
+    if ts_ns.saturating_sub(p.diagnosis.sites_marked_ns) >= SITE_WINDOW_NS {
+        p.sites.mark();
+        p.diagnosis.sites_marked_ns = ts_ns;
+    }
+    if !matches!(verdict.state, VerdictState::Leak | VerdictState::Growing) {
+        return;
+    }
+    let Some(memory) = verdict.memory else { return };
+    let growth = match memory {
+        MemoryKind::JsHeap => p.sites.growth(true),
+        MemoryKind::Native => p.sites.growth(false),
+        MemoryKind::Both => {
+            [p.sites.growth(true), p.sites.growth(false)].into_iter().flatten().max_by_key(|g| g.bytes)
+        }
+    };
+    let Some(g) = growth.filter(|g| g.share >= SITE_SHARE) else { return };
+    let Some(i) = g.site.headline_frame() else { return };
+    let frame = g.site.frames[i].clone();
+    verdict.evidence =
+        format!("{}, {:.0} % of it allocated in {}", verdict.evidence, g.share * 100.0, frame.label());
+    verdict.site = Some(verdict::VerdictSite { share: g.share, bytes: g.bytes, frame });
 }
 
 fn changed(old: &Verdict, new: &Verdict) -> bool {
@@ -211,6 +245,7 @@ fn group_verdict(g: &Group, members: &[&ProcessState], state: VerdictState) -> V
         limit: None,
         limit_bytes: None,
         evidence: String::new(),
+        site: None,
     };
     // The nearest of the members' forecasts and the cgroup's own.
     let mut nearest = members

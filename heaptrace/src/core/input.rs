@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::sites::Frame;
+
 /// One input to the model, in the order it happened.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "input", rename_all = "snake_case")]
@@ -27,6 +29,10 @@ pub enum Input {
     /// V8 GC probes now cover a process that was attached without them
     /// (a distribution's node, whose `libnode.so` was mapped late).
     GcProbesAttached { pid: u32, ts_ns: u64 },
+    /// A user stack of a process, named: memory events carrying `id` were
+    /// made from it. Sent once per stack, before the first event that uses
+    /// it, so a recording holds every name it needs.
+    Stack { pid: u32, id: u64, frames: Vec<Frame> },
     /// V8's heap limit of a process (`v8.getHeapStatistics().heap_size_limit`
     /// of its main isolate), read from the process itself.
     HeapLimit {
@@ -225,7 +231,13 @@ pub struct Event {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EventKind {
-    Mem(MemOp),
+    /// A memory syscall; `stack`: the key of the user stack taken at it
+    /// (named by an earlier [`Input::Stack`]), if one was.
+    Mem {
+        op: MemOp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stack: Option<u64>,
+    },
     /// The process's last thread exited. The kernel's final counters come
     /// with it (the kernel untraces the process at that moment).
     Exit {
@@ -241,24 +253,11 @@ pub enum EventKind {
     /// The process called execve. `traced`: it is in the traced set now;
     /// `was_traced`: it was before (its old image is gone); `undecided`:
     /// the selection depends on its cgroup, which userspace must judge.
-    Exec {
-        comm: String,
-        traced: bool,
-        was_traced: bool,
-        undecided: bool,
-    },
+    Exec { comm: String, traced: bool, was_traced: bool, undecided: bool },
     /// A traced process forked this (traced) child.
-    Fork {
-        parent_pid: u32,
-        comm: String,
-    },
+    Fork { parent_pid: u32, comm: String },
     /// The OOM killer chose this process.
-    OomVictim {
-        anon_rss: u64,
-        file_rss: u64,
-        shmem_rss: u64,
-        total_vm: u64,
-    },
+    OomVictim { anon_rss: u64, file_rss: u64, shmem_rss: u64, total_vm: u64 },
     /// One V8 garbage-collection pause (event time = its start).
     Gc(GcPause),
     /// V8 ran out of heap and is aborting the process. `memory`: its

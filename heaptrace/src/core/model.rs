@@ -94,6 +94,11 @@ impl Model {
                     p.gc_probed = true;
                 }
             }
+            Input::Stack { pid, id, frames } => {
+                if let Some(p) = self.processes.get_mut(&pid) {
+                    p.sites.define(id, frames);
+                }
+            }
             Input::HeapLimit { pid, ts_ns, bytes, old_generation_bytes } => {
                 self.observe_time(ts_ns);
                 if let Some(p) = self.processes.get_mut(&pid) {
@@ -216,7 +221,7 @@ impl Model {
             }
             EventKind::Exec { traced, was_traced, .. } => self.on_exec(pid, ts_ns, traced, was_traced, out),
             EventKind::Fork { parent_pid, .. } => self.on_fork(pid, parent_pid, ts_ns, out),
-            EventKind::Mem(op) => self.on_mem(pid, tid, ts_ns, cgroup_id, &op, out),
+            EventKind::Mem { op, stack } => self.on_mem(pid, tid, ts_ns, cgroup_id, &op, stack, out),
             EventKind::Gc(pause) => self.on_gc(pid, tid, ts_ns, cgroup_id, &pause, out),
             EventKind::OomVictim { anon_rss, file_rss, shmem_rss, total_vm } => {
                 let sizes = ProcStatus {
@@ -302,7 +307,17 @@ impl Model {
         }
     }
 
-    fn on_mem(&mut self, pid: u32, tid: u32, ts_ns: u64, cgroup_id: u64, op: &MemOp, out: &mut Vec<Record>) {
+    #[allow(clippy::too_many_arguments)]
+    fn on_mem(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        ts_ns: u64,
+        cgroup_id: u64,
+        op: &MemOp,
+        stack: Option<u64>,
+        out: &mut Vec<Record>,
+    ) {
         let threshold = self.cfg.large_threshold;
         let ts = self.wall(ts_ns);
         let Some(p) = self.live(pid, cgroup_id) else { return };
@@ -312,7 +327,7 @@ impl Model {
             diagnose::large_mapping(p, &large);
             out.push(Record::Mapping(large));
         }
-        p.apply(op);
+        p.apply(op, stack);
     }
 
     fn on_gc(

@@ -45,6 +45,8 @@ pub struct ProcessState {
     pub v8_oom: bool,
     /// Its verdict, what it rests on, its flight recorder, how it died.
     pub diagnosis: Diagnosis,
+    /// Where its memory comes from, by stack.
+    pub sites: super::sites::SiteTable,
 }
 
 /// A process's diagnosis: fresh at attach, and for a forked child.
@@ -65,6 +67,8 @@ pub struct Diagnosis {
     /// How it died, once it has, and the death record's sentence.
     pub death: Option<super::record::DeathCause>,
     pub death_explanation: Option<String>,
+    /// When the allocation sites' growth window last moved on.
+    pub sites_marked_ns: u64,
 }
 
 impl Default for Diagnosis {
@@ -79,6 +83,7 @@ impl Default for Diagnosis {
             fatal_signal: None,
             death: None,
             death_explanation: None,
+            sites_marked_ns: 0,
         }
     }
 }
@@ -113,6 +118,7 @@ impl ProcessState {
             v8_old_generation_limit: None,
             v8_oom: false,
             diagnosis: Diagnosis::default(),
+            sites: super::sites::SiteTable::with_brk(info.brk),
             ns_pid: info.ns_pid,
             pid: info.pid,
             comm: info.comm,
@@ -182,6 +188,9 @@ impl ProcessState {
             v8_old_generation_limit: self.v8_old_generation_limit,
             v8_oom: false,
             diagnosis: Diagnosis::default(),
+            // Its allocations from here on; what the parent allocated before
+            // the fork is the parent's story.
+            sites: super::sites::SiteTable::with_brk(self.brk),
         };
         child.baseline.brk_bytes = child.brk_bytes();
         child
@@ -193,7 +202,10 @@ impl ProcessState {
         end.saturating_sub(self.start_brk)
     }
 
-    pub fn apply(&mut self, op: &MemOp) {
+    /// Applies a memory call to the address space and, by `stack`, to the
+    /// allocation sites.
+    pub fn apply(&mut self, op: &MemOp, stack: Option<u64>) {
+        self.attribute(op, stack);
         match *op {
             MemOp::Mmap { addr, len, prot, flags, fd: _ } => {
                 let region = Region {
@@ -211,6 +223,25 @@ impl ProcessState {
             }
             MemOp::Brk { brk } => self.brk = brk,
             MemOp::Mprotect { addr, len, prot } => self.space.protect(addr, len, prot),
+        }
+    }
+
+    fn attribute(&mut self, op: &MemOp, stack: Option<u64>) {
+        const PROT_WRITE: u32 = 2;
+        let sites = &mut self.sites;
+        match *op {
+            MemOp::Mmap { addr, len, prot, flags, .. } => {
+                let anonymous_data = flags & map_flags::ANONYMOUS != 0 && prot & PROT_WRITE != 0;
+                sites.mapped(addr, len, stack.filter(|_| anonymous_data));
+            }
+            MemOp::Munmap { addr, len } => sites.unmapped(addr, len),
+            MemOp::Mremap { old_addr, old_len, new_addr, new_len, .. } => {
+                sites.remapped(old_addr, old_len, new_addr, new_len)
+            }
+            MemOp::Brk { brk } => sites.brk(brk, stack),
+            MemOp::Mprotect { addr, len, prot } => {
+                sites.protected(addr, len, prot & PROT_WRITE != 0, prot == 0, stack)
+            }
         }
     }
 

@@ -457,6 +457,11 @@ pub struct ProcessSummary {
     pub largest_mappings: Vec<LiveMapping>,
     /// V8 garbage collection; absent for processes without GC probes.
     pub gc: Option<GcSummary>,
+    /// Where its memory came from: every allocation site, most live bytes
+    /// first (empty with `--no-stacks`).
+    pub allocation_sites: Vec<crate::core::sites::AllocationSite>,
+    /// Allocating calls whose stack was lost before it could be read.
+    pub unnamed_stack_calls: u64,
     /// The answer first, in plain words: leak or not, which memory, how
     /// fast, which limit and when, how it died.
     pub answer: String,

@@ -233,6 +233,8 @@ pub fn process_summary(p: &ProcessState, now_ns: u64) -> ProcessSummary {
             })
             .collect(),
         gc: p.gc_probed.then(|| gc_summary(p, now_ns)),
+        allocation_sites: p.sites.sites(),
+        unnamed_stack_calls: p.sites.unnamed_calls,
         answer: String::new(),
         finding: String::new(),
     };

@@ -42,7 +42,7 @@ fn attach(m: &mut Model, pid: u32) {
 }
 
 fn mem(pid: u32, ts_ns: u64, op: MemOp) -> Input {
-    Input::Event(Event { pid, tid: pid, ts_ns, cgroup_id: 77, kind: EventKind::Mem(op) })
+    Input::Event(Event { pid, tid: pid, ts_ns, cgroup_id: 77, kind: EventKind::Mem { op, stack: None } })
 }
 
 fn snapshot(m: &mut Model, pid: u32, ts_ns: u64) -> Snapshot {

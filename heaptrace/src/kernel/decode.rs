@@ -39,7 +39,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let kind = match header.kind {
         kind::MEM => {
             let e: MemEvent = read(bytes).ok_or(truncated)?;
-            EventKind::Mem(mem_op(&e)?)
+            EventKind::Mem { op: mem_op(&e)?, stack: (e.stack != 0).then_some(e.stack) }
         }
         kind::EXIT => {
             let e: ExitEvent = read(bytes).ok_or(truncated)?;
@@ -176,12 +176,16 @@ mod tests {
             _pad: 0,
             args: [0, 4096, 3, 0x22, u64::MAX],
             ret: 0x7f00_0000_0000,
+            stack: 0,
         };
         let ev = decode(&bytes(&e)).unwrap();
         assert_eq!((ev.pid, ev.tid, ev.ts_ns, ev.cgroup_id), (7, 8, 99, 5));
         assert_eq!(
             ev.kind,
-            EventKind::Mem(MemOp::Mmap { addr: 0x7f00_0000_0000, len: 4096, prot: 3, flags: 0x22, fd: -1 })
+            EventKind::Mem {
+                op: MemOp::Mmap { addr: 0x7f00_0000_0000, len: 4096, prot: 3, flags: 0x22, fd: -1 },
+                stack: None
+            }
         );
     }
 
@@ -193,13 +197,21 @@ mod tests {
             _pad: 0,
             args: [1, 2, 3, 1, 0],
             ret: 9,
+            stack: 0,
         };
         assert_eq!(
             decode(&bytes(&e)).unwrap().kind,
-            EventKind::Mem(MemOp::Mremap { old_addr: 1, old_len: 2, new_addr: 9, new_len: 3, flags: 1 })
+            EventKind::Mem {
+                op: MemOp::Mremap { old_addr: 1, old_len: 2, new_addr: 9, new_len: 3, flags: 1 },
+                stack: None
+            }
         );
         e.op = mem_op::BRK;
-        assert_eq!(decode(&bytes(&e)).unwrap().kind, EventKind::Mem(MemOp::Brk { brk: 9 }));
+        e.stack = 0xabc;
+        assert_eq!(
+            decode(&bytes(&e)).unwrap().kind,
+            EventKind::Mem { op: MemOp::Brk { brk: 9 }, stack: Some(0xabc) }
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{ProgramError, UProbe, uprobe::UProbeLinkId},
 };
-use heaptrace_common::{ProcCounters, cgroup_verdict, kernel_offsets, proc_flags};
+use heaptrace_common::{ProcCounters, StackTrace, cgroup_verdict, kernel_offsets, proc_flags, stack_stat};
 use thiserror::Error;
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -73,6 +73,17 @@ pub struct KernelSelection {
     pub comms: Vec<String>,
 }
 
+/// What the kernel counted about user stacks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackStats {
+    /// Stacks walked.
+    pub captured: u64,
+    /// Of those, stacks new to the stacks map.
+    pub inserted: u64,
+    /// Walks cut at heaptrace_common::MAX_STACK_FRAMES.
+    pub truncated: u64,
+}
+
 /// Who a uprobe attachment fires for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UprobeScope {
@@ -99,6 +110,8 @@ pub struct Tracer {
     traced: HashMap<MapData, u32, ProcCounters>,
     gc_totals: HashMap<MapData, u32, heaptrace_common::GcTotals>,
     drops: PerCpuArray<MapData, u64>,
+    stacks: HashMap<MapData, u64, StackTrace>,
+    stack_stats: PerCpuArray<MapData, u64>,
     ring: AsyncFd<RingBuf<MapData>>,
     cgroup_verdicts: HashMap<MapData, u64, u32>,
     mem_hook: MemHook,
@@ -113,10 +126,13 @@ impl Tracer {
     /// attaches the memory hook and the lifecycle tracepoints. Must run
     /// inside a tokio runtime (the ring buffer is registered with its
     /// reactor).
+    /// `stack_min_bytes`: the smallest mmap or mprotect that gets a user
+    /// stack (brk growth always does); 0 turns stack capture off.
     pub fn load(
         choice: MemHookChoice,
         ring_buffer_bytes: u32,
         selection: &KernelSelection,
+        stack_min_bytes: u64,
     ) -> Result<Self, KernelError> {
         preflight::check()?;
         if EBPF_OBJECT.is_empty() {
@@ -138,6 +154,7 @@ impl Tracer {
             .override_global("KERNEL_OFFSETS", &offsets, true)
             .override_global("SIGNAL_DELIVER_SIG_OFFSET", &sig_offset, true)
             .override_global("SIGNAL_DELIVER_HANDLER_OFFSET", &handler_offset, true)
+            .override_global("STACK_MIN_BYTES", &stack_min_bytes, true)
             .map_max_entries("EVENTS", ring_buffer_bytes)
             .load(EBPF_OBJECT)
             .map_err(KernelError::Load)?;
@@ -170,6 +187,8 @@ impl Tracer {
         let traced = HashMap::try_from(take(&mut ebpf, "TRACED")?)?;
         let drops = PerCpuArray::try_from(take(&mut ebpf, "DROPS")?)?;
         let gc_totals = HashMap::try_from(take(&mut ebpf, "GC_TOTALS")?)?;
+        let stacks = HashMap::try_from(take(&mut ebpf, "STACKS")?)?;
+        let stack_stats = PerCpuArray::try_from(take(&mut ebpf, "STACK_STATS")?)?;
         let ring = RingBuf::try_from(take(&mut ebpf, "EVENTS")?)?;
         let mut comms = HashMap::try_from(take(&mut ebpf, "COMMS")?)?;
         for name in &selection.comms {
@@ -185,6 +204,8 @@ impl Tracer {
             traced,
             gc_totals,
             drops,
+            stacks,
+            stack_stats,
             ring,
             cgroup_verdicts,
             mem_hook,
@@ -296,6 +317,22 @@ impl Tracer {
     pub fn drops(&self) -> (u64, u64) {
         let kernel = self.drops.get(&0, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0);
         (kernel, self.undecodable)
+    }
+
+    /// The user stack an event names (its `stack` key), or None when the
+    /// LRU map has evicted it already (counted by the caller as lost).
+    pub fn stack(&self, key: u64) -> Option<StackTrace> {
+        self.stacks.get(&key, 0).ok()
+    }
+
+    /// The kernel's stack counters, summed over CPUs.
+    pub fn stack_stats(&self) -> StackStats {
+        let sum = |i: u32| self.stack_stats.get(&i, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0);
+        StackStats {
+            captured: sum(stack_stat::CAPTURED),
+            inserted: sum(stack_stat::INSERTED),
+            truncated: sum(stack_stat::TRUNCATED),
+        }
     }
 
     /// Records decoded from the ring buffer so far.

@@ -75,6 +75,7 @@ mod tests {
                 cgroup_limit_bytes: None,
             },
             verdict: None,
+            allocation_sites: Vec::new(),
             explanation: "V8 ran out of JS heap".into(),
             cgroup_path: String::new(),
             cgroup_id: 0,

@@ -15,6 +15,7 @@ fn verdict(state: VerdictState, memory: Option<MemoryKind>, slope: Option<f64>, 
         limit: ttl.map(|_| LimitKind::Cgroup),
         limit_bytes: ttl.map(|_| 96 << 20),
         evidence: String::new(),
+        site: None,
     }
 }
 
@@ -212,6 +213,7 @@ fn death(pid: u32, cause: DeathCause) -> Record {
             cgroup_limit_bytes: None,
         },
         verdict: None,
+        allocation_sites: Vec::new(),
         explanation: String::new(),
         cgroup_path: "/pod/server".into(),
         cgroup_id: 5,

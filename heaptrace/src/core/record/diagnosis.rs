@@ -84,6 +84,8 @@ pub struct Death {
     pub memory: DeathMemory,
     /// The last verdict before death.
     pub verdict: Option<Verdict>,
+    /// Its top allocation sites at death, most live bytes first.
+    pub allocation_sites: Vec<crate::core::sites::AllocationSite>,
     /// One sentence: how it died and what memory did before.
     pub explanation: String,
     pub cgroup_path: String,

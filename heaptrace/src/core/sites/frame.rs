@@ -2,7 +2,7 @@
 //! allocation-site path shares (the kernel's raw frames, the namers'
 //! output, the core's sites, the flame graph and pprof writers).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One frame as the kernel captured it, by a frame-pointer walk of the user
 /// stack at an allocating syscall.
@@ -19,7 +19,7 @@ pub struct RawFrame {
 }
 
 /// What kind of code a frame is in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FrameKind {
     /// A JavaScript function (interpreted or compiled), named from V8's
@@ -34,7 +34,7 @@ pub enum FrameKind {
 }
 
 /// One frame, named. Frames are listed innermost first.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Frame {
     /// The function: `handler`, `Builtins_ArrayConstructor`,
     /// `v8::internal::Heap::AllocateRaw`, or, when it cannot be named,
@@ -44,23 +44,29 @@ pub struct Frame {
     pub function: String,
     /// The script for JS frames (as V8 knows it: a path or `node:internal/…`),
     /// the file for native frames.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
     /// The line the JS function starts on (1-based), as `--perf-basic-prof`
     /// and DevTools give it.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<u32>,
     pub kind: FrameKind,
     /// For a native frame in a file without symbols: the file's GNU build-id,
     /// so the address can be named later against the unstripped build.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_id: Option<String>,
 }
 
 impl Frame {
     /// A frame that could not be named at all.
     pub fn unknown() -> Self {
-        Frame { function: "[unknown]".into(), file: None, line: None, kind: FrameKind::Native, build_id: None }
+        Frame {
+            function: "[unknown]".into(),
+            file: None,
+            line: None,
+            kind: FrameKind::Native,
+            build_id: None,
+        }
     }
 
     /// A JS frame whose function could not be read.
@@ -79,7 +85,9 @@ impl Frame {
     /// last component, as the text has little room.
     pub fn label(&self) -> String {
         match (&self.file, self.line, self.kind) {
-            (Some(file), Some(line), FrameKind::Js) => format!("{} ({}:{line})", self.function, short_file(file)),
+            (Some(file), Some(line), FrameKind::Js) => {
+                format!("{} ({}:{line})", self.function, short_file(file))
+            }
             (Some(file), None, FrameKind::Js) => format!("{} ({})", self.function, short_file(file)),
             _ => self.function.clone(),
         }

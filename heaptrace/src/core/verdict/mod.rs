@@ -318,6 +318,7 @@ fn verdict(
         limit: None,
         limit_bytes: None,
         evidence: String::new(),
+        site: None,
     };
     if !matches!(state, VerdictState::Leak | VerdictState::Growing | VerdictState::GcThrashing) {
         return v;

@@ -115,6 +115,20 @@ pub struct Verdict {
     pub limit_bytes: Option<u64>,
     /// The verdict and its evidence in one sentence.
     pub evidence: String,
+    /// The allocation site that took most of the growth, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<VerdictSite>,
+}
+
+/// Where a growing memory's bytes went (see `core::sites`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VerdictSite {
+    /// Its share of that memory's growth over the last one to two minutes.
+    pub share: f64,
+    /// The bytes it grew by in that time.
+    pub bytes: u64,
+    /// The frame that names it (its first JS frame, when it has one).
+    pub frame: crate::core::sites::Frame,
 }
 
 impl Verdict {
@@ -128,6 +142,7 @@ impl Verdict {
             limit: None,
             limit_bytes: None,
             evidence: evidence.into(),
+            site: None,
         }
     }
 }

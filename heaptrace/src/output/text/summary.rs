@@ -220,7 +220,40 @@ fn process_summary(o: &mut impl Write, p: &ProcessSummary) -> io::Result<()> {
     if let Some(gc) = &p.gc {
         gc_summary(o, gc)?;
     }
+    allocation_sites(o, p)?;
     chunks_and_largest(o, p)
+}
+
+/// Top allocation sites shown per process; JSON has them all.
+const SITES_SHOWN: usize = 5;
+
+/// The top sites, most live bytes first: one line each, named by its first
+/// JS frame and that frame's caller.
+fn allocation_sites(o: &mut impl Write, p: &ProcessSummary) -> io::Result<()> {
+    if p.allocation_sites.is_empty() {
+        return Ok(());
+    }
+    let all = p.allocation_sites.len();
+    let more = if all > SITES_SHOWN { format!("; -o json lists all {all}") } else { String::new() };
+    writeln!(o, "  allocation sites (live / allocated, calls{more}):")?;
+    for site in p.allocation_sites.iter().take(SITES_SHOWN) {
+        writeln!(
+            o,
+            "    {:>10} / {:>10} {:>6}x  {}",
+            b(site.live_bytes),
+            b(site.bytes),
+            site.count,
+            site.headline_with_caller()
+        )?;
+    }
+    if p.unnamed_stack_calls > 0 {
+        writeln!(
+            o,
+            "    ({} allocating calls whose stack was lost before it was read)",
+            p.unnamed_stack_calls
+        )?;
+    }
+    Ok(())
 }
 
 fn gc_summary(o: &mut impl Write, gc: &GcSummary) -> io::Result<()> {
