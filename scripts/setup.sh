@@ -37,6 +37,10 @@ command -v node >/dev/null 2>&1 || need_pkgs+=(nodejs)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 # ab (ApacheBench): drives the Express-like leak to V8's out-of-memory in the death test.
 command -v ab >/dev/null 2>&1 || need_pkgs+=(apache2-utils)
+# golang-go (for `go tool pprof`) and chromium: read the pprof profile and render
+# the flame graph in the site-export test.
+command -v go >/dev/null 2>&1 || need_pkgs+=(golang-go)
+command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"
   apt-get update -qq

@@ -1,13 +1,19 @@
 //! Where records go. Every output is a [`Sink`]; none reaches back into the
 //! kernel or the core. The live view, recordings and Prometheus plug in here.
+//! The allocation-site exports (flame graph, pprof) are not sinks: they are
+//! pure functions from sites to bytes, written once at the end.
 
 pub mod dump;
+pub mod flamegraph;
 mod json;
+pub mod pprof;
+mod sites_export;
 mod text;
 
 use std::io;
 
 pub use json::JsonSink;
+pub use sites_export::{ExportError, ProcessSites, write_file};
 pub use text::TextSink;
 
 use crate::core::Record;
