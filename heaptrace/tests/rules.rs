@@ -120,6 +120,7 @@ fn records() -> Vec<Record> {
         limit: Some(LimitKind::V8Heap),
         limit_bytes: Some(1 << 30),
         evidence: String::new(),
+        site: None,
     };
     let (pid, comm, ts) = (10, String::from("node"), 1.0);
     vec![

@@ -5,6 +5,7 @@
 //! [`Action`]s out, against the kernel ([`Tracer`]), V8 ([`V8Support`]),
 //! `/proc` ([`host`]) and the model. Records go to the sink.
 
+mod exports;
 pub mod lifecycle;
 
 use std::{collections::BTreeMap, io, time::Duration};
@@ -87,6 +88,8 @@ pub async fn run(config: Config, sink: &mut dyn Sink) -> Result<Stop> {
         verbose: config.verbose,
         dump_dir: config.dump_dir.clone(),
         stacks: StackNamer::default(),
+        exports: exports::Exports { flamegraph: config.flamegraph.clone(), pprof: config.pprof.clone() },
+        exports_written: true,
         out: Vec::new(),
     };
     c.begin()?;
@@ -95,6 +98,9 @@ pub async fn run(config: Config, sink: &mut dyn Sink) -> Result<Stop> {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Stop::OutputClosed,
         Err(e) => return Err(e).context("writing output"),
     };
+    if !c.exports_written {
+        anyhow::bail!("the flame graph or pprof file could not be written (see above)");
+    }
     Ok(stop)
 }
 
@@ -108,6 +114,9 @@ struct Collector<'a> {
     verbose: bool,
     dump_dir: Option<std::path::PathBuf>,
     stacks: StackNamer,
+    exports: exports::Exports,
+    /// False when an export failed (the exit status says so).
+    exports_written: bool,
     /// Records made and not yet written.
     out: Vec<Record>,
 }
@@ -200,7 +209,11 @@ impl Collector<'_> {
     fn finish(&mut self) -> io::Result<()> {
         self.drain();
         self.sample();
-        self.out.push(self.model.summary(clock::monotonic_ns()));
+        let summary = self.model.summary(clock::monotonic_ns());
+        if let Record::Summary(s) = &summary {
+            self.exports_written = self.exports.write(s);
+        }
+        self.out.push(summary);
         self.emit()?;
         for pid in self.model.live_pids() {
             self.tracer.untrace(pid);

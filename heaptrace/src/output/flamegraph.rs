@@ -181,7 +181,7 @@ mod tests {
     }
 
     fn site(bytes: u64, live_bytes: u64, frames: Vec<Frame>) -> AllocationSite {
-        AllocationSite { bytes, live_bytes, count: 1, frames }
+        AllocationSite { bytes, live_bytes, live_v8_bytes: 0, count: 1, frames }
     }
 
     /// A JS handler growing an array (through a builtin and V8 into mmap),
