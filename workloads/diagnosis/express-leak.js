@@ -56,7 +56,8 @@ app.use((req, res, next) => {
 });
 
 const leaks = [];
-app.get('/', (req, res) => {
+// A named handler, so allocation sites and stacks can say whose it is.
+app.get('/', function handler(req, res) {
   leaks.push({ name: `leak-${requests}`, arr: new Array(ARRAY_LEN) }); // the leak
   res.send('Hello World');
 });

@@ -215,6 +215,9 @@ impl Collector<'_> {
         }
         self.out.push(summary);
         self.emit()?;
+        if self.verbose && self.tracer.stack_stats().captured > 0 {
+            eprintln!("heaptrace: {}", self.stacks.describe(self.tracer.stack_stats()));
+        }
         for pid in self.model.live_pids() {
             self.tracer.untrace(pid);
             self.v8.detach(pid, &mut self.tracer);

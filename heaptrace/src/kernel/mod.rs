@@ -82,6 +82,10 @@ pub struct StackStats {
     pub inserted: u64,
     /// Walks cut at heaptrace_common::MAX_STACK_FRAMES.
     pub truncated: u64,
+    /// Walks that met no frame pointer at the syscall and scanned for a
+    /// frame record, and those that found none.
+    pub scanned: u64,
+    pub scan_failed: u64,
 }
 
 /// Who a uprobe attachment fires for.
@@ -332,6 +336,8 @@ impl Tracer {
             captured: sum(stack_stat::CAPTURED),
             inserted: sum(stack_stat::INSERTED),
             truncated: sum(stack_stat::TRUNCATED),
+            scanned: sum(stack_stat::SCANNED),
+            scan_failed: sum(stack_stat::SCAN_FAILED),
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use heaptrace_common::StackTrace;
 
-use crate::core::sites::Frame;
+use crate::{core::sites::Frame, kernel::StackStats};
 
 /// How naming went, for `-v` and the summary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,6 +46,25 @@ impl StackNamer {
             .iter()
             .map(|pc| Frame { function: format!("0x{pc:x}"), ..Frame::unknown() })
             .collect()
+    }
+
+    /// One line on how stack capture and naming went, for `-v`.
+    pub fn describe(&self, kernel: StackStats) -> String {
+        let s = &self.stats;
+        format!(
+            "stacks: {} captured in the kernel ({} distinct, {} cut at {} frames, {} past frames without              frame pointers, {} of those not recovered); {} named, {} lost before they were read;              JS frames: {} named, {} left as [JS]; {} frames in no file and no JS function",
+            kernel.captured,
+            kernel.inserted,
+            kernel.truncated,
+            heaptrace_common::MAX_STACK_FRAMES,
+            kernel.scanned,
+            kernel.scan_failed,
+            s.stacks,
+            s.lost,
+            s.js_named,
+            s.js_unnamed,
+            s.unknown,
+        )
     }
 
     /// A process is gone (or exec'd): its stacks and caches go.
