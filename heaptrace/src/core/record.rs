@@ -19,7 +19,7 @@ pub use super::{
 
 /// The version of this schema, in the `start` record. docs/json-output.md
 /// keeps the change log.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
