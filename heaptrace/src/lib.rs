@@ -6,7 +6,7 @@
 //! decisions in the pure `collect::lifecycle`; the pure [`core::Model`]
 //! turns inputs into [`core::Record`]s; an [`output::Sink`] writes them.
 //! Everything about V8 (finding it, probing it, holding a new process) is
-//! in `v8`.
+//! in `v8`; naming the frames of captured stacks is in `symbols`.
 
 pub mod agent;
 pub mod cli;
