@@ -86,14 +86,17 @@ fn is_frame_record(sp: u64, fp: u64) -> bool {
 }
 
 /// The first word above `from` that is the address of a frame record (see
-/// [`is_frame_record`]), or 0. Userspace checks that the return addresses
-/// found from there are in code, and marks where the scan resumed.
+/// [`is_frame_record`]) whose caller's record is one too, or 0. A single
+/// record is easy to fake: a structure on the stack that holds a pointer
+/// further up the stack and any non-zero word looks like one; two linked
+/// ones rarely. Userspace still checks that the return addresses found
+/// from there are in code, and marks where the scan resumed.
 #[inline(always)]
 fn scan_for_frame_record(from: u64) -> u64 {
     for i in 0..SCAN_WORDS {
         let at = from + 8 * i;
         let word = read_user(at);
-        if word > at && is_frame_record(at, word) {
+        if word > at && is_frame_record(at, word) && is_frame_record(word, read_user(word)) {
             return word;
         }
     }

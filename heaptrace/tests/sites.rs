@@ -56,7 +56,8 @@ fn workload(name: &str) -> PathBuf {
 /// The 1-based line of the first line of `file` that contains `needle`.
 fn line_of(file: &Path, needle: &str) -> u64 {
     let text = std::fs::read_to_string(file).unwrap();
-    text.lines().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle} not in {file:?}")) as u64 + 1
+    text.lines().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle} not in {file:?}")) as u64
+        + 1
 }
 
 /// Starts `node script` (under a name of its own) and waits for "ready".
@@ -111,7 +112,13 @@ fn describe(site: &Value) -> String {
         .iter()
         .map(|f| format!("{} [{}] {}:{}", f["function"], f["kind"], f["file"], f["line"]))
         .collect();
-    format!("bytes {} live {} count {}\n    {}", site["bytes"], site["live_bytes"], site["count"], frames.join("\n    "))
+    format!(
+        "bytes {} live {} count {}\n    {}",
+        site["bytes"],
+        site["live_bytes"],
+        site["count"],
+        frames.join("\n    ")
+    )
 }
 
 /// The uniquely named function that allocates large arrays is the top
@@ -227,7 +234,12 @@ fn express_handler_is_the_top_live_site() {
     let top = sites.iter().max_by_key(|s| s["live_bytes"].as_u64().unwrap()).unwrap();
     let js = first_js(top).unwrap_or_else(|| panic!("no JS frame:\n{}", describe(top)));
     assert_eq!(js["function"], "handler", "{}", describe(top));
-    assert_eq!(js["line"].as_u64(), Some(line_of(&script, "function handler(req, res)")), "{}", describe(top));
+    assert_eq!(
+        js["line"].as_u64(),
+        Some(line_of(&script, "function handler(req, res)")),
+        "{}",
+        describe(top)
+    );
     // 300 requests kept ~800 KB each: most of it is still live.
     assert!(top["live_bytes"].as_u64().unwrap() >= 150 << 20, "{}", describe(top));
 }
@@ -306,7 +318,8 @@ fn pprof_and_flame_graph_of_a_real_run() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("exports-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (pb, svg) = (dir.join("sites.pb.gz"), dir.join("sites.svg"));
-    let (records, _) = trace(pid, 5, &["--pprof", pb.to_str().unwrap(), "--flamegraph", svg.to_str().unwrap()]);
+    let (records, _) =
+        trace(pid, 5, &["--pprof", pb.to_str().unwrap(), "--flamegraph", svg.to_str().unwrap()]);
     assert!(!sites(&records, pid).is_empty());
     let top = Command::new("go")
         .args(["tool", "pprof", "-top", "-cum", "-sample_index=alloc_space"])

@@ -248,7 +248,7 @@ impl Collector<'_> {
             return;
         }
         let trace = self.tracer.stack(id);
-        let frames = self.stacks.name(pid, id, trace.as_ref());
+        let frames = self.stacks.name(pid, id, trace.as_ref(), &mut self.v8);
         self.model.apply(Input::Stack { pid, id, frames }, &mut self.out);
     }
 
@@ -325,6 +325,7 @@ impl Collector<'_> {
                     continue;
                 }
                 Action::DetachV8(pid) => {
+                    self.stacks.forget(pid);
                     self.v8.detach(pid, &mut self.tracer);
                     continue;
                 }

@@ -1,13 +1,31 @@
 //! The collector's stack namer: turns a kernel stack into named frames,
 //! once per stack key and process.
+//!
+//! Each frame's address is looked up in the process's files first
+//! ([`NativeSymbolizer`]). A frame is then tried as a JS frame, by the word
+//! the kernel read at its `fp - 16` (V8 keeps a JS frame's `JSFunction`
+//! there), when its code can run JS functions:
+//! - anonymous executable memory: V8's JIT-compiled code;
+//! - V8's interpreter and baseline trampolines (`Builtins_Interpreter*`,
+//!   `Builtins_Baseline*`): every interpreted function runs in them;
+//! - an address in a file without a symbol for it (Debian's `libnode.so`
+//!   has no `Builtins_*` symbols), kept only if the function has a script.
+//!
+//! The JS namer checks the object is a `JSFunction` before it reads a name,
+//! so a word that is not one leaves the frame `[JS]` (or its native name),
+//! never a wrong name.
 
 use std::collections::{HashMap, HashSet};
 
 use heaptrace_common::StackTrace;
 
-use crate::{core::sites::Frame, kernel::StackStats};
+use super::native::{NativeName, NativeSymbolizer};
+use crate::{
+    core::sites::{Frame, FrameKind},
+    kernel::StackStats,
+};
 
-/// How naming went, for `-v` and the summary.
+/// How naming went, for `-v`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NamingStats {
     /// Stacks named.
@@ -19,12 +37,43 @@ pub struct NamingStats {
     pub js_unnamed: u64,
     /// Frames in no file and no JS function.
     pub unknown: u64,
+    /// JS frames also named by the process's perf map (`--perf-basic-prof`),
+    /// and of those, the ones whose names differ.
+    pub perf_map_checked: u64,
+    pub perf_map_differed: u64,
+    /// Kernel scans past code without frame pointers whose result was not
+    /// in code (the stack is cut there).
+    pub scans_rejected: u64,
 }
 
-#[derive(Default)]
+/// What the JS side answers for one frame: a named frame, or why not.
+pub type JsAnswer = Result<Frame, String>;
+
+/// Names JS frames of a process: `name(pid, function_slot)`, and, where the
+/// process writes a perf map, `perf_map(pid, pc)` for the same frame.
+pub trait JsNamer {
+    fn name(&mut self, pid: u32, function_slot: u64) -> JsAnswer;
+    fn perf_map(&mut self, pid: u32, pc: u64) -> Option<String>;
+}
+
+/// Marks where the kernel's walk scanned past code without frame pointers.
+pub const SCANNED_MARK: &str = "[frames without frame pointers]";
+
 pub struct StackNamer {
+    native: NativeSymbolizer,
     known: HashMap<u32, HashSet<u64>>,
     pub stats: NamingStats,
+}
+
+impl Default for StackNamer {
+    fn default() -> Self {
+        StackNamer { native: NativeSymbolizer::new(), known: HashMap::new(), stats: NamingStats::default() }
+    }
+}
+
+/// Whether V8 runs interpreted or baseline JS functions in this builtin.
+fn runs_js_frames(builtin: &str) -> bool {
+    builtin.starts_with("Builtins_Interpreter") || builtin.starts_with("Builtins_Baseline")
 }
 
 impl StackNamer {
@@ -33,8 +82,15 @@ impl StackNamer {
         self.known.get(&pid).is_some_and(|ids| ids.contains(&id))
     }
 
-    /// Names a stack of `pid` and remembers its key.
-    pub fn name(&mut self, pid: u32, id: u64, trace: Option<&StackTrace>) -> Vec<Frame> {
+    /// Names a stack of `pid` (None: the kernel had evicted it) and
+    /// remembers its key.
+    pub fn name(
+        &mut self,
+        pid: u32,
+        id: u64,
+        trace: Option<&StackTrace>,
+        js: &mut dyn JsNamer,
+    ) -> Vec<Frame> {
         self.known.entry(pid).or_default().insert(id);
         let Some(trace) = trace else {
             self.stats.lost += 1;
@@ -42,23 +98,106 @@ impl StackNamer {
         };
         self.stats.stacks += 1;
         let len = (trace.len as usize).min(trace.pcs.len());
-        trace.pcs[..len]
-            .iter()
-            .map(|pc| Frame { function: format!("0x{pc:x}"), ..Frame::unknown() })
-            .collect()
+        let pcs = &trace.pcs[..len];
+        let mut natives =
+            self.native.symbolize_stack(pid, pcs).unwrap_or_else(|_| vec![NativeName::Unmapped; len]);
+        let scanned_from = trace.scanned_from as usize;
+        // The kernel's scan past code without frame pointers found a word
+        // that only looked like a frame record if the return address it
+        // gives is in no code: what follows it would be guesses.
+        let scan_missed = scanned_from > 0
+            && natives.get(scanned_from).is_some_and(|n| {
+                matches!(n, NativeName::Unmapped | NativeName::Anonymous { executable: false })
+            });
+        if scan_missed {
+            natives.truncate(scanned_from);
+            self.stats.scans_rejected += 1;
+        }
+        let mut frames = Vec::with_capacity(natives.len() + 1);
+        for (i, native) in natives.iter().enumerate() {
+            if i > 0 && i == scanned_from {
+                frames.push(Frame { function: SCANNED_MARK.into(), ..Frame::unknown() });
+            }
+            frames.push(self.frame(pid, pcs[i], trace.slots[i], native, js));
+        }
+        if scan_missed {
+            frames.push(Frame { function: SCANNED_MARK.into(), ..Frame::unknown() });
+        }
+        frames
+    }
+
+    fn frame(&mut self, pid: u32, pc: u64, slot: u64, native: &NativeName, js: &mut dyn JsNamer) -> Frame {
+        let named = match native {
+            NativeName::Anonymous { executable: true } => true,
+            NativeName::Named { function, builtin: true, .. } => runs_js_frames(function),
+            NativeName::InFile { .. } => {
+                // Maybe a builtin without a symbol: a JS frame only if the
+                // function read there belongs to a script.
+                return match js.name(pid, slot) {
+                    Ok(frame) if frame.file.is_some() => self.js_frame(pid, pc, frame, js),
+                    _ => native.to_frame(),
+                };
+            }
+            _ => false,
+        };
+        if !named {
+            let frame = native.to_frame();
+            if !frame.is_named() && frame.build_id.is_none() {
+                self.stats.unknown += 1;
+            }
+            return frame;
+        }
+        match js.name(pid, slot) {
+            Ok(frame) => self.js_frame(pid, pc, frame, js),
+            Err(_) => {
+                // The perf map, when the process writes one, is the second
+                // source for a JIT frame the metadata could not name.
+                if let Some(name) = js.perf_map(pid, pc) {
+                    self.stats.js_named += 1;
+                    return Frame { function: name, ..Frame::unnamed_js() };
+                }
+                self.stats.js_unnamed += 1;
+                Frame::unnamed_js()
+            }
+        }
+    }
+
+    /// A JS frame named from metadata, checked against the perf map where
+    /// there is one.
+    fn js_frame(&mut self, pid: u32, pc: u64, frame: Frame, js: &mut dyn JsNamer) -> Frame {
+        self.stats.js_named += 1;
+        if let Some(name) = js.perf_map(pid, pc) {
+            self.stats.perf_map_checked += 1;
+            if name != frame.function {
+                self.stats.perf_map_differed += 1;
+            }
+        }
+        debug_assert_eq!(frame.kind, FrameKind::Js);
+        frame
     }
 
     /// One line on how stack capture and naming went, for `-v`.
     pub fn describe(&self, kernel: StackStats) -> String {
         let s = &self.stats;
+        let perf = if s.perf_map_checked > 0 {
+            format!(
+                "; perf map: {} JS frames checked, {} named differently",
+                s.perf_map_checked, s.perf_map_differed
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "stacks: {} captured in the kernel ({} distinct, {} cut at {} frames, {} past frames without              frame pointers, {} of those not recovered); {} named, {} lost before they were read;              JS frames: {} named, {} left as [JS]; {} frames in no file and no JS function",
+            "stacks: {} captured in the kernel ({} distinct, {} cut at {} frames, {} past code without \
+             frame pointers, {} of those not recovered, {} rejected here); {} named, {} lost before they were read; \
+             JS frames: {} named, {} left as [JS]; {} frames in no file and no JS function{perf}",
             kernel.captured,
             kernel.inserted,
             kernel.truncated,
             heaptrace_common::MAX_STACK_FRAMES,
             kernel.scanned,
             kernel.scan_failed,
+            s.scans_rejected,
             s.stacks,
             s.lost,
             s.js_named,
@@ -70,5 +209,61 @@ impl StackNamer {
     /// A process is gone (or exec'd): its stacks and caches go.
     pub fn forget(&mut self, pid: u32) {
         self.known.remove(&pid);
+        self.native.forget(pid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fake;
+    impl JsNamer for Fake {
+        fn name(&mut self, _pid: u32, slot: u64) -> JsAnswer {
+            match slot {
+                0x1001 => Ok(Frame {
+                    function: "handler".into(),
+                    file: Some("/app.js".into()),
+                    line: Some(3),
+                    kind: FrameKind::Js,
+                    build_id: None,
+                }),
+                _ => Err("not a JSFunction".into()),
+            }
+        }
+        fn perf_map(&mut self, _pid: u32, pc: u64) -> Option<String> {
+            (pc == 0x7000).then(|| "handler".into())
+        }
+    }
+
+    #[test]
+    fn which_frames_are_tried_as_js() {
+        assert!(runs_js_frames("Builtins_InterpreterEntryTrampoline"));
+        assert!(runs_js_frames("Builtins_BaselineOutOfLinePrologue"));
+        assert!(!runs_js_frames("Builtins_ArrayConstructor"));
+    }
+
+    #[test]
+    fn jit_frames_are_named_by_their_function_or_left_as_js() {
+        let mut namer = StackNamer::default();
+        let mut js = Fake;
+        let jit = NativeName::Anonymous { executable: true };
+        let named = namer.frame(1, 0x7000, 0x1001, &jit, &mut js);
+        assert_eq!(named.label(), "handler (app.js:3)");
+        let unnamed = namer.frame(1, 0x8000, 0x2001, &jit, &mut js);
+        assert_eq!(unnamed, Frame::unnamed_js());
+        assert_eq!((namer.stats.js_named, namer.stats.js_unnamed), (1, 1));
+        assert_eq!((namer.stats.perf_map_checked, namer.stats.perf_map_differed), (1, 0));
+        // Builtins keep their names unless they run JS frames.
+        let builtin = NativeName::Named {
+            function: "Builtins_ArrayConstructor".into(),
+            file: "/node".into(),
+            builtin: true,
+        };
+        assert_eq!(namer.frame(1, 0x9000, 0x1001, &builtin, &mut js).function, "Builtins_ArrayConstructor");
+        // A symbol-less address is a JS frame only with a script.
+        let in_file = NativeName::InFile { file: "/libnode.so".into(), offset: 0x10, build_id: None };
+        assert_eq!(namer.frame(1, 0x9000, 0x1001, &in_file, &mut js).function, "handler");
+        assert_eq!(namer.frame(1, 0x9000, 0x5, &in_file, &mut js).function, "0x10");
     }
 }

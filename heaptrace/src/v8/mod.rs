@@ -25,6 +25,7 @@ pub mod emulate;
 pub mod hold;
 pub mod limit;
 pub mod loader;
+mod naming;
 pub mod probes;
 
 use std::collections::HashMap;
