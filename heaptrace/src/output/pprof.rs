@@ -217,8 +217,20 @@ mod tests {
         let mut stripped = frame("0x1a2b", FrameKind::Native, Some("/opt/addon.node"), None);
         stripped.build_id = Some("abcd1234".into());
         vec![
-            AllocationSite { bytes: 3 << 20, live_bytes: 1 << 20, live_v8_bytes: 0, count: 12, frames: grow.clone() },
-            AllocationSite { bytes: 4096, live_bytes: 0, live_v8_bytes: 0, count: 1, frames: vec![stripped, grow[2].clone()] },
+            AllocationSite {
+                bytes: 3 << 20,
+                live_bytes: 1 << 20,
+                live_v8_bytes: 0,
+                count: 12,
+                frames: grow.clone(),
+            },
+            AllocationSite {
+                bytes: 4096,
+                live_bytes: 0,
+                live_v8_bytes: 0,
+                count: 1,
+                frames: vec![stripped, grow[2].clone()],
+            },
             AllocationSite { bytes: 0, live_bytes: 0, live_v8_bytes: 0, count: 0, frames: grow },
             AllocationSite { bytes: 64, live_bytes: 64, live_v8_bytes: 0, count: 1, frames: vec![] },
         ]
@@ -330,8 +342,13 @@ mod tests {
 
     #[test]
     fn huge_and_empty_inputs_do_not_panic() {
-        let huge =
-            vec![AllocationSite { bytes: u64::MAX, live_bytes: u64::MAX, live_v8_bytes: 0, count: u64::MAX, frames: vec![] }];
+        let huge = vec![AllocationSite {
+            bytes: u64::MAX,
+            live_bytes: u64::MAX,
+            live_v8_bytes: 0,
+            count: u64::MAX,
+            frames: vec![],
+        }];
         let p = decode(
             &encode_gzipped(&[ProcessSites { pid: 1, name: "", sites: &huge }], ProfileInfo::default())
                 .unwrap(),
