@@ -37,6 +37,7 @@ fn node_sites() -> Vec<AllocationSite> {
         AllocationSite {
             bytes: 8 * MIB,
             live_bytes: MIB,
+            live_v8_bytes: 0,
             count: 64,
             frames: vec![
                 frame("growBuffer", FrameKind::Js, Some("/srv/app/buffers.js"), Some(8)),
@@ -46,6 +47,7 @@ fn node_sites() -> Vec<AllocationSite> {
         AllocationSite {
             bytes: 2 * MIB,
             live_bytes: 2 * MIB,
+            live_v8_bytes: 0,
             count: 2,
             frames: vec![
                 frame("do_mmap", FrameKind::Kernel, None, None),
@@ -64,6 +66,7 @@ fn worker_sites() -> Vec<AllocationSite> {
     vec![AllocationSite {
         bytes: MIB / 2,
         live_bytes: MIB / 4,
+        live_v8_bytes: 0,
         count: 1,
         frames: vec![frame("compress", FrameKind::Js, Some("/srv/app/worker.js"), Some(3))],
     }]

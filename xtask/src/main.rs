@@ -20,11 +20,19 @@
 //!
 //! Host-wide tracing (`--all`) while the mmap storm and a Node workload run
 //! at once: both workloads' slowdowns, and the collector's CPU and RSS.
+//!
+//!   cargo xtask bench-stacks [--rounds 5] [--bursts 1500] [--requests 5000]
+//!
+//! Allocation-stack capture: a GC-heavy Node workload and an Express-like
+//! server under `ab`, untraced, `heaptrace --no-stacks` and `heaptrace`, in
+//! alternating rounds; captured stacks and the extra time per stack. Needs
+//! ab (scripts/setup.sh).
 
 mod bench;
 mod bench_agent;
 mod bench_all;
 mod bench_gc;
+mod bench_stacks;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -37,7 +45,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-#[expect(clippy::enum_variant_names, reason = "the commands are bench-mmap, bench-gc, bench-all")]
+#[expect(clippy::enum_variant_names, reason = "every command is a bench-*")]
 enum Task {
     /// Tracing overhead on the mmap storm (64 KiB mmap, touch, munmap).
     BenchMmap {
@@ -87,6 +95,22 @@ enum Task {
         #[arg(long, default_value = "bench/results/host-wide.md")]
         out: std::path::PathBuf,
     },
+    /// Allocation-stack capture: untraced vs --no-stacks vs stacks on, on two
+    /// Node workloads.
+    BenchStacks {
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// GC-heavy allocation bursts per run (fixed work).
+        #[arg(long, default_value_t = 1500)]
+        bursts: u64,
+        /// Measured ab requests per server run (the same in every mode).
+        #[arg(long, default_value_t = 5000)]
+        requests: u64,
+        #[arg(long)]
+        node: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "bench/results/stacks.md")]
+        out: std::path::PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -105,5 +129,8 @@ fn main() -> Result<()> {
             &node.unwrap_or_else(bench_gc::default_node),
             &out,
         ),
+        Task::BenchStacks { rounds, bursts, requests, node, out } => {
+            bench_stacks::stacks(rounds, bursts, requests, &node.unwrap_or_else(bench_gc::default_node), &out)
+        }
     }
 }

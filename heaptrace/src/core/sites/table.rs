@@ -241,5 +241,5 @@ fn export(s: &Site) -> AllocationSite {
 /// The same rule as [`crate::core::address_space::AddressSpace::committed_split`]:
 /// V8 allocates every heap chunk on its 256 KiB alignment.
 fn in_v8_chunk(range: &Range<u64>) -> bool {
-    range.start % V8_CHUNK_ALIGNMENT == 0 && range.end - range.start != GLIBC_ARENA_BYTES
+    range.start.is_multiple_of(V8_CHUNK_ALIGNMENT) && range.end - range.start != GLIBC_ARENA_BYTES
 }

@@ -1,0 +1,72 @@
+// express-churn.js: express-leak.js without the leak, for the stack-capture
+// benchmark (cargo xtask bench-stacks, xtask/src/bench_stacks.rs).
+//
+// Same tiny Express-like router on node:http. GET / allocates
+// new Array(ARRAY_LEN) (100000 preallocates an ~800 KB backing store, a
+// large object that V8 maps on its own: one mmap per request, each one an
+// allocation stack when heaptrace captures them), does a little string
+// work, responds, and drops it all. Live memory stays flat; allocation goes
+// on at ~800 KB per request. Meant to be driven by
+//   ab -k -c 20 -n 10000 http://127.0.0.1:PORT/
+//
+//   env: PORT=0 (0: ephemeral) ARRAY_LEN=100000
+//   prints "listening <port>" then "ready <pid>"
+'use strict';
+const http = require('node:http');
+const num = (k, d) => (process.env[k] === undefined || process.env[k] === '' ? d : Number(process.env[k]));
+const PORT = num('PORT', 0);
+const ARRAY_LEN = num('ARRAY_LEN', 100000);
+
+// A tiny Express-like app: app.use(mw), app.get(path, handler), res.send().
+function createApp() {
+  const middleware = [];
+  const routes = new Map();
+  const app = (req, res) => {
+    res.send = (body, status = 200) => {
+      const text = typeof body === 'string' ? body : JSON.stringify(body);
+      res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text) });
+      res.end(text);
+    };
+    const path = req.url.split('?')[0];
+    const handler = routes.get(`${req.method} ${path}`);
+    let i = 0;
+    const next = () => {
+      const mw = middleware[i++];
+      if (mw) return mw(req, res, next);
+      if (handler) return handler(req, res);
+      res.send('Not Found', 404);
+    };
+    next();
+  };
+  app.use = (fn) => middleware.push(fn);
+  app.get = (path, fn) => routes.set(`GET ${path}`, fn);
+  return app;
+}
+
+const app = createApp();
+let requests = 0;
+app.use((req, res, next) => {
+  requests++;
+  req.startedAt = Date.now();
+  next();
+});
+
+// A named handler, so allocation sites and stacks can say whose it is.
+let sink = 0;
+app.get('/', function churnHandler(req, res) {
+  const scratch = new Array(ARRAY_LEN); // dropped when the handler returns
+  scratch[requests % ARRAY_LEN] = requests;
+  const words = [];
+  for (let k = 0; k < 20; k++) words.push(`item-${requests}-${k}`);
+  const tag = words.join(',').toUpperCase().split(',').reverse().join('|');
+  sink = (sink + tag.length + scratch.length) | 0;
+  // The same length every time: ab counts a body of another length as failed.
+  res.send('Hello World');
+});
+
+const server = http.createServer(app);
+server.keepAliveTimeout = 65000;
+server.listen(PORT, '127.0.0.1', () => {
+  console.log(`listening ${server.address().port}`);
+  console.log(`ready ${process.pid}`);
+});
