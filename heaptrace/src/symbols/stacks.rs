@@ -59,16 +59,11 @@ pub trait JsNamer {
 /// Marks where the kernel's walk scanned past code without frame pointers.
 pub const SCANNED_MARK: &str = "[frames without frame pointers]";
 
+#[derive(Default)]
 pub struct StackNamer {
     native: NativeSymbolizer,
     known: HashMap<u32, HashSet<u64>>,
     pub stats: NamingStats,
-}
-
-impl Default for StackNamer {
-    fn default() -> Self {
-        StackNamer { native: NativeSymbolizer::new(), known: HashMap::new(), stats: NamingStats::default() }
-    }
 }
 
 /// Whether V8 runs interpreted or baseline JS functions in this builtin.
