@@ -1,6 +1,11 @@
 //! Model-level tests: inputs built by hand, records checked exactly.
 
-use super::{input::*, record::*, *};
+use super::{
+    input::*,
+    record::*,
+    sites::{Frame, FrameKind},
+    *,
+};
 
 const K: u64 = 1024;
 const M: u64 = 1024 * 1024;
@@ -264,6 +269,11 @@ fn inputs_round_trip_through_json_for_recordings() {
     let input = mem(1, 2, MemOp::Mremap { old_addr: 1, old_len: 2, new_addr: 3, new_len: 4, flags: 1 });
     let text = serde_json::to_string(&input).unwrap();
     assert_eq!(serde_json::from_str::<Input>(&text).unwrap(), input);
+    // A named stack travels with its frames, so a replay needs no binaries.
+    let frames = vec![Frame::unnamed_js(), Frame { build_id: Some("ab12".into()), ..Frame::unknown() }];
+    let input = Input::Stack { pid: 1, id: 9, frames };
+    let text = serde_json::to_string(&input).unwrap();
+    assert_eq!(serde_json::from_str::<Input>(&text).unwrap(), input);
 }
 
 #[test]
@@ -448,9 +458,31 @@ fn a_rising_floor_becomes_a_leak_verdict_and_a_death_is_explained_with_the_kerne
     m.apply(Input::Attach(Box::new(info)), &mut Vec::new());
     let limit = Input::HeapLimit { pid: 10, ts_ns: SEC, bytes: 144 * M, old_generation_bytes: Some(96 * M) };
     m.apply(limit, &mut Vec::new());
+    // The floor's growth is allocated by one JS function: large objects,
+    // each mapped on its own on V8's 256 KiB alignment.
+    let leaky = vec![
+        Frame { function: "mmap64".into(), ..Frame::unknown() },
+        Frame {
+            function: "leakyHandler".into(),
+            file: Some("/srv/app.js".into()),
+            line: Some(7),
+            kind: FrameKind::Js,
+            build_id: None,
+        },
+    ];
+    m.apply(Input::Stack { pid: 10, id: 77, frames: leaky }, &mut Vec::new());
     let mut out = Vec::new();
     for s in 1..=60u64 {
         let ts_ns = SEC + s * SEC;
+        let large = MemOp::Mmap { addr: 0x4000_0000 + s * 4 * M, len: M / 5, prot: 3, flags: 0x22, fd: -1 };
+        let event = Event {
+            pid: 10,
+            tid: 10,
+            ts_ns,
+            cgroup_id: 0,
+            kind: EventKind::Mem { op: large, stack: Some(77) },
+        };
+        m.apply(Input::Event(event), &mut out);
         if s % 10 == 0 {
             let floor = 20 * M + s * 12 * M / 60;
             let pause = GcPause {
@@ -487,6 +519,14 @@ fn a_rising_floor_becomes_a_leak_verdict_and_a_death_is_explained_with_the_kerne
     assert_eq!((leak.pid, leak.verdict.memory), (Some(10), Some(MemoryKind::JsHeap)));
     // Against the old generation's limit, not heap_size_limit.
     assert_eq!((leak.verdict.limit, leak.verdict.limit_bytes), (Some(LimitKind::V8Heap), Some(96 * M)));
+    // The one site that grew is named.
+    let site = leak.verdict.site.as_ref().expect("the site that took the growth");
+    assert_eq!((site.frame.function.as_str(), site.share), ("leakyHandler", 1.0));
+    assert!(
+        leak.verdict.evidence.ends_with("100 % of it allocated in leakyHandler (app.js:7)"),
+        "{}",
+        leak.verdict.evidence
+    );
 
     let mut out = Vec::new();
     let at_abort = ProcStatus { vm_size: 900 * M, rss_anon: 130 * M, rss_file: 40 * M, rss_shmem: 0 };
@@ -501,6 +541,8 @@ fn a_rising_floor_becomes_a_leak_verdict_and_a_death_is_explained_with_the_kerne
     assert_eq!((d.memory.source, d.memory.rss_anon_bytes), (MemorySource::Kernel, 130 * M));
     assert_eq!(d.memory.v8_old_generation_limit_bytes, Some(96 * M));
     assert_eq!(d.verdict.as_ref().map(|v| v.state), Some(VerdictState::Leak));
+    assert_eq!(d.allocation_sites[0].headline(), "leakyHandler (app.js:7)");
+    assert_eq!(d.allocation_sites[0].live_v8_bytes, 60 * (M / 5));
     let flight = d.flight.as_ref().expect("its flight recording");
     assert_eq!((flight.gcs.len(), flight.memory.len()), (6, 60));
     assert!(matches!(&out[2], Record::Exit(_)));
