@@ -323,7 +323,8 @@ impl Model {
         let Some(p) = self.live(pid, cgroup_id) else { return };
         if let Some(large) = large_mapping(op, threshold) {
             p.large_mappings += 1;
-            let large = LargeMapping { ts, pid, tid, cgroup_id: p.cgroup_id, ..large };
+            let site = stack.and_then(|id| p.sites.headline_of(id));
+            let large = LargeMapping { ts, pid, tid, cgroup_id: p.cgroup_id, site, ..large };
             diagnose::large_mapping(p, &large);
             out.push(Record::Mapping(large));
         }

@@ -258,6 +258,10 @@ pub struct LargeMapping {
     #[serde(serialize_with = "empty_if_none")]
     pub backing: Option<Backing>,
     pub cgroup_id: u64,
+    /// mmap with a stack: the allocation site, as its headline frame
+    /// (`handler (app.js:17)`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 
 /// What backs a mapping.

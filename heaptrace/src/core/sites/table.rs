@@ -94,6 +94,12 @@ impl SiteTable {
         site
     }
 
+    /// The headline of stack `id`'s site (see [`AllocationSite::headline`]).
+    pub fn headline_of(&self, id: u64) -> Option<String> {
+        let site = &self.sites[*self.by_stack.get(&id)?];
+        Some(export(site).headline())
+    }
+
     /// An mmap of writable memory at `start`: allocated by `stack`'s site.
     /// Any other mmap replaces what was there.
     pub fn mapped(&mut self, start: u64, len: u64, stack: Option<u64>) {

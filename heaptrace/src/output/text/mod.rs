@@ -181,14 +181,15 @@ fn attach_line(o: &mut impl Write, a: &Attached) -> io::Result<()> {
 fn mapping_line(o: &mut impl Write, m: &LargeMapping) -> io::Result<()> {
     writeln!(
         o,
-        "{} {:>7} {:<6} {:>10} {:<4} {:<5} at {:#x}",
+        "{} {:>7} {:<6} {:>10} {:<4} {:<5} at {:#x}{}",
         clock(m.ts),
         m.pid,
         m.op.name(),
         b(m.len),
         m.prot,
         m.backing.map_or("", Backing::name),
-        m.addr
+        m.addr,
+        m.site.as_ref().map_or(String::new(), |s| format!(" from {s}"))
     )
 }
 
