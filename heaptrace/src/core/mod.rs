@@ -15,8 +15,8 @@ pub mod model;
 pub mod process;
 pub mod record;
 pub mod recorder;
-pub mod sites;
 mod report;
+pub mod sites;
 pub mod verdict;
 
 pub use input::{

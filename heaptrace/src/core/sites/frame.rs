@@ -60,7 +60,13 @@ pub struct Frame {
 impl Frame {
     /// A frame that could not be named at all.
     pub fn unknown() -> Self {
-        Frame { function: "[unknown]".into(), file: None, line: None, kind: FrameKind::Native, build_id: None }
+        Frame {
+            function: "[unknown]".into(),
+            file: None,
+            line: None,
+            kind: FrameKind::Native,
+            build_id: None,
+        }
     }
 
     /// A JS frame whose function could not be read.
@@ -79,7 +85,9 @@ impl Frame {
     /// last component, as the text has little room.
     pub fn label(&self) -> String {
         match (&self.file, self.line, self.kind) {
-            (Some(file), Some(line), FrameKind::Js) => format!("{} ({}:{line})", self.function, short_file(file)),
+            (Some(file), Some(line), FrameKind::Js) => {
+                format!("{} ({}:{line})", self.function, short_file(file))
+            }
             (Some(file), None, FrameKind::Js) => format!("{} ({})", self.function, short_file(file)),
             _ => self.function.clone(),
         }
