@@ -25,6 +25,7 @@ pub mod emulate;
 pub mod hold;
 pub mod limit;
 pub mod loader;
+pub mod memory;
 pub mod probes;
 
 use std::collections::HashMap;
