@@ -16,9 +16,11 @@
 //! it picks the scope (per process for `--pid`, per binary for selections),
 //! keeps the instances, and words what happened.
 //!
+//! [`postmortem`] reads V8's postmortem metadata (the `v8dbg_*` symbols)
+//! once per binary, for naming JS frames.
+//!
 //! The kernel module knows programs and maps, not V8: this module asks it
-//! for uprobe attachments by program name. Reading V8's postmortem metadata
-//! and naming JS frames belong here too, when they come.
+//! for uprobe attachments by program name.
 
 pub mod binary;
 pub mod emulate;
@@ -26,6 +28,7 @@ pub mod hold;
 pub mod limit;
 pub mod loader;
 pub mod memory;
+pub mod postmortem;
 pub mod probes;
 
 use std::collections::HashMap;
@@ -33,6 +36,7 @@ use std::collections::HashMap;
 pub use binary::{AttachReport, V8Binary, V8Instance};
 pub use limit::{HeapLimits, LimitError, LimitReader};
 pub use loader::{FileId, Found, LoadError, Loader, ProcessBinary};
+pub use postmortem::{Postmortem, PostmortemError, V8Version};
 
 use crate::kernel::{KernelError, Tracer};
 
