@@ -17,25 +17,35 @@
 //! keeps the instances, and words what happened.
 //!
 //! [`postmortem`] reads V8's postmortem metadata (the `v8dbg_*` symbols)
-//! once per binary, for naming JS frames.
+//! once per binary, and [`frames`] names JS frames by it from outside the
+//! process, reading its heap through [`heap`] ([`scope_info`] and
+//! [`script`] for names and lines); [`perfmap`] reads the map a node
+//! started with `--perf-basic-prof` writes, a second source of names.
 //!
 //! The kernel module knows programs and maps, not V8: this module asks it
 //! for uprobe attachments by program name.
 
 pub mod binary;
 pub mod emulate;
+pub mod frames;
+pub mod heap;
 pub mod hold;
 pub mod limit;
 pub mod loader;
 pub mod memory;
+pub mod perfmap;
 pub mod postmortem;
 pub mod probes;
+pub mod scope_info;
+pub mod script;
 
 use std::collections::HashMap;
 
 pub use binary::{AttachReport, V8Binary, V8Instance};
+pub use frames::{JsFrameNamer, NamerStats, Unnamed, is_interpreter_frame_builtin};
 pub use limit::{HeapLimits, LimitError, LimitReader};
 pub use loader::{FileId, Found, LoadError, Loader, ProcessBinary};
+pub use perfmap::{PerfMap, PerfSymbol};
 pub use postmortem::{Postmortem, PostmortemError, V8Version};
 
 use crate::kernel::{KernelError, Tracer};
