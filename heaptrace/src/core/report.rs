@@ -144,7 +144,7 @@ pub fn large_mapping(op: &MemOp, threshold: u64) -> Option<LargeMapping> {
         flags,
         backing,
         cgroup_id: 0,
-            site: None,
+        site: None,
     })
 }
 

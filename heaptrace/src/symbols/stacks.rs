@@ -6,8 +6,9 @@
 //! the kernel read at its `fp - 16` (V8 keeps a JS frame's `JSFunction`
 //! there), when its code can run JS functions:
 //! - anonymous executable memory: V8's JIT-compiled code;
-//! - V8's interpreter and baseline trampolines (`Builtins_Interpreter*`,
-//!   `Builtins_Baseline*`): every interpreted function runs in them;
+//! - V8's interpreter: its entry trampolines and bytecode handlers
+//!   (`Builtins_InterpreterEntryTrampoline`, `Builtins_*Handler`) run with
+//!   the interpreted function's frame;
 //! - an address in a file without a symbol for it (Debian's `libnode.so`
 //!   has no `Builtins_*` symbols), kept only if the function has a script.
 //!
@@ -23,6 +24,7 @@ use super::native::{NativeName, NativeSymbolizer};
 use crate::{
     core::sites::{Frame, FrameKind},
     kernel::StackStats,
+    v8::frames::is_interpreter_frame_builtin,
 };
 
 /// How naming went, for `-v`.
@@ -64,11 +66,6 @@ pub struct StackNamer {
     native: NativeSymbolizer,
     known: HashMap<u32, HashSet<u64>>,
     pub stats: NamingStats,
-}
-
-/// Whether V8 runs interpreted or baseline JS functions in this builtin.
-fn runs_js_frames(builtin: &str) -> bool {
-    builtin.starts_with("Builtins_Interpreter") || builtin.starts_with("Builtins_Baseline")
 }
 
 impl StackNamer {
@@ -124,7 +121,7 @@ impl StackNamer {
     fn frame(&mut self, pid: u32, pc: u64, slot: u64, native: &NativeName, js: &mut dyn JsNamer) -> Frame {
         let named = match native {
             NativeName::Anonymous { executable: true } => true,
-            NativeName::Named { function, builtin: true, .. } => runs_js_frames(function),
+            NativeName::Named { function, builtin: true, .. } => is_interpreter_frame_builtin(function),
             NativeName::InFile { .. } => {
                 // Maybe a builtin without a symbol: a JS frame only if the
                 // function read there belongs to a script.
@@ -229,13 +226,6 @@ mod tests {
         fn perf_map(&mut self, _pid: u32, pc: u64) -> Option<String> {
             (pc == 0x7000).then(|| "handler".into())
         }
-    }
-
-    #[test]
-    fn which_frames_are_tried_as_js() {
-        assert!(runs_js_frames("Builtins_InterpreterEntryTrampoline"));
-        assert!(runs_js_frames("Builtins_BaselineOutOfLinePrologue"));
-        assert!(!runs_js_frames("Builtins_ArrayConstructor"));
     }
 
     #[test]

@@ -7,12 +7,13 @@
 //! because V8 changes signatures between versions; the parameter list then
 //! tells which variant a version has (V8 >= 12.4 passes timestamps).
 
-use std::{collections::HashMap, num::NonZeroU32, path::Path};
+use std::{collections::HashMap, num::NonZeroU32, path::Path, sync::Arc};
 
 use object::{Object, ObjectSegment, ObjectSymbol};
 
 use super::{
     limit::MaxReservedFn,
+    postmortem::{Postmortem, PostmortemError, Symbols},
     probes::{Generation, PROBES, V8Function, programs},
 };
 use crate::kernel::{KernelError, Tracer, UprobeLink, UprobeScope};
@@ -36,6 +37,11 @@ pub struct V8Binary {
     /// Position-independent (a shared library, or a PIE executable): its
     /// addresses in a process are the file's plus where it was loaded.
     pub relocatable: bool,
+    /// V8's postmortem metadata, for naming JS frames; None when the file
+    /// has none that heaptrace can use (stripped, or another layout).
+    pub postmortem: Option<Arc<Postmortem>>,
+    /// Why `postmortem` is None.
+    pub postmortem_error: Option<PostmortemError>,
 }
 
 /// What attaching the probes to a process did, for people.
@@ -156,9 +162,16 @@ pub fn resolve(data: &[u8]) -> Result<V8Binary, object::Error> {
 
     let mut functions: HashMap<V8Function, Vec<ResolvedSymbol>> = HashMap::new();
     let mut max_reserved = None;
+    // The metadata's symbols are taken on the same walk: node has some
+    // 150,000 symbols, and a process waits while they are read.
+    let mut metadata = Symbols::default();
     // .symtab when present (official builds), .dynsym too (Debian's
     // libnode keeps only that); the same symbol in both counts once.
     for sym in file.symbols().chain(file.dynamic_symbols()) {
+        if sym.kind() == object::SymbolKind::Data {
+            metadata.offer(&file, &sym);
+            continue;
+        }
         if sym.kind() != object::SymbolKind::Text || sym.address() == 0 {
             continue;
         }
@@ -182,7 +195,11 @@ pub fn resolve(data: &[u8]) -> Result<V8Binary, object::Error> {
         }
     }
     let relocatable = file.kind() == object::ObjectKind::Dynamic;
-    Ok(V8Binary { build_id, functions, max_reserved, relocatable })
+    let (postmortem, postmortem_error) = match Postmortem::from_symbols(&metadata) {
+        Ok(p) => (Some(Arc::new(p)), None),
+        Err(e) => (None, Some(e)),
+    };
+    Ok(V8Binary { build_id, functions, max_reserved, relocatable, postmortem, postmortem_error })
 }
 
 #[cfg(test)]
@@ -222,6 +239,8 @@ mod tests {
         let b = resolve(&data).unwrap();
         assert!(b.build_id.is_some());
         assert!(!b.has_v8() && b.functions.is_empty() && b.max_reserved.is_none());
+        // (It holds two metadata-like symbols, of postmortem's tests.)
+        assert!(b.postmortem.is_none() && b.postmortem_error.is_some());
         assert!(resolve(b"not an ELF file").is_err());
     }
 }

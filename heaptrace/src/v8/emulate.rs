@@ -17,11 +17,7 @@ use thiserror::Error;
 /// Instructions run at most, by default: `MaxReserved` takes 5 to 12.
 pub const BUDGET: usize = 64;
 
-/// Where memory comes from: the traced process, or a test's fake.
-pub trait Memory {
-    /// Fills `buf` from `addr`, wholly or not at all.
-    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), String>;
-}
+pub use super::memory::Memory;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum EmulateError {

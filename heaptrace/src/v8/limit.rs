@@ -11,17 +11,14 @@
 //! process is never stopped nor written to. See docs/architecture.md, "V8's
 //! heap limit, read from the process".
 
-use std::{io::IoSliceMut, os::unix::fs::MetadataExt};
+use std::os::unix::fs::MetadataExt;
 
-use nix::{
-    sys::uio::{RemoteIoVec, process_vm_readv},
-    unistd::Pid,
-};
 use thiserror::Error;
 
 use super::{
     ProcessBinary,
     emulate::{self, EmulateError, Memory},
+    memory::ProcessMemory,
 };
 
 /// `v8::internal::Heap::MaxReserved() const`; not const on V8 10.2 (Node 18).
@@ -114,7 +111,7 @@ impl LimitReader {
     /// V8's `heap_size_limit` for the isolate whose `Heap` is at `heap` (a
     /// `Heap*`, e.g. the `this` of `Heap::CollectGarbage`).
     pub fn read(&self, heap: u64) -> Result<HeapLimits, LimitError> {
-        let mut memory = ProcessMemory { pid: self.pid };
+        let mut memory = ProcessMemory::new(self.pid);
         limits(&self.code, self.address, heap, &mut memory)
             .map_err(|source| LimitError::Emulate { pid: self.pid, source })
     }
@@ -208,24 +205,6 @@ fn runtime_address(pid: u32, binary: &ProcessBinary, f: &MaxReservedFn) -> Resul
         }
     }
     Err(LimitError::NotMapped { pid, file: binary.display_path.clone() })
-}
-
-/// Another process's memory, read with `process_vm_readv` (the same
-/// permission as ptrace's attach; the process is not stopped).
-struct ProcessMemory {
-    pid: u32,
-}
-
-impl Memory for ProcessMemory {
-    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), String> {
-        let len = buf.len();
-        let remote = [RemoteIoVec { base: addr as usize, len }];
-        match process_vm_readv(Pid::from_raw(self.pid as i32), &mut [IoSliceMut::new(buf)], &remote) {
-            Ok(n) if n == len => Ok(()),
-            Ok(n) => Err(format!("read {n} of {len} bytes")),
-            Err(e) => Err(e.to_string()),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -16,23 +16,38 @@
 //! it picks the scope (per process for `--pid`, per binary for selections),
 //! keeps the instances, and words what happened.
 //!
+//! [`postmortem`] reads V8's postmortem metadata (the `v8dbg_*` symbols)
+//! once per binary, and [`frames`] names JS frames by it from outside the
+//! process, reading its heap through [`heap`] ([`scope_info`] and
+//! [`script`] for names and lines); [`perfmap`] reads the map a node
+//! started with `--perf-basic-prof` writes, a second source of names.
+//!
 //! The kernel module knows programs and maps, not V8: this module asks it
-//! for uprobe attachments by program name. Reading V8's postmortem metadata
-//! and naming JS frames belong here too, when they come.
+//! for uprobe attachments by program name.
 
 pub mod binary;
 pub mod emulate;
+pub mod frames;
+pub mod heap;
 pub mod hold;
 pub mod limit;
 pub mod loader;
+pub mod memory;
 mod naming;
+pub mod perfmap;
+pub mod postmortem;
 pub mod probes;
+pub mod scope_info;
+pub mod script;
 
 use std::collections::HashMap;
 
 pub use binary::{AttachReport, V8Binary, V8Instance};
+pub use frames::{JsFrameNamer, NamerStats, Unnamed, is_interpreter_frame_builtin};
 pub use limit::{HeapLimits, LimitError, LimitReader};
 pub use loader::{FileId, Found, LoadError, Loader, ProcessBinary};
+pub use perfmap::{PerfMap, PerfSymbol};
+pub use postmortem::{Postmortem, PostmortemError, V8Version};
 
 use crate::kernel::{KernelError, Tracer};
 
@@ -132,6 +147,8 @@ pub struct V8Support {
     attach_failures: u64,
     /// Where `Heap::MaxReserved()` is, per process whose limit was read.
     limits: HashMap<u32, LimitReader>,
+    /// What names each process's JS frames (see `naming`).
+    frames: naming::Frames,
 }
 
 impl V8Support {
@@ -143,6 +160,7 @@ impl V8Support {
             instances: HashMap::new(),
             attach_failures: 0,
             limits: HashMap::new(),
+            frames: HashMap::new(),
         }
     }
 
@@ -192,6 +210,7 @@ impl V8Support {
     /// exec'd another program). Shared probes stay.
     pub fn detach(&mut self, pid: u32, kernel: &mut Tracer) {
         self.limits.remove(&pid);
+        self.frames.remove(&pid);
         if let Some(instance) = self.instances.remove(&pid) {
             instance.detach(kernel);
         }
