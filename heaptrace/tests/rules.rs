@@ -215,6 +215,7 @@ fn records() -> Vec<Record> {
             flags: 0x22,
             backing: Some(Backing::Anon),
             cgroup_id: 5,
+            site: None,
         }),
     ]
 }

@@ -47,14 +47,21 @@ impl AllocationSite {
     }
 
     /// The frame a one-line answer names the site by: its first named JS
+    /// frame in the application's code (Node's own `node:` modules, such as
+    /// the `Buffer.alloc` path, are how, not who), else its first named JS
     /// frame, else its first named frame outside libc (the syscall wrapper
     /// and malloc say nothing about the code), else its first frame.
     pub fn headline_frame(&self) -> Option<usize> {
         let named_js = |f: &Frame| f.kind == FrameKind::Js && f.is_named();
+        let application =
+            |f: &Frame| named_js(f) && !f.file.as_deref().is_some_and(|file| file.starts_with("node:"));
         let outside_libc =
             |f: &Frame| f.is_named() && !f.file.as_deref().is_some_and(|file| file.contains("/libc.so"));
         let position = |pred: &dyn Fn(&Frame) -> bool| self.frames.iter().position(pred);
-        position(&named_js).or_else(|| position(&outside_libc)).or((!self.frames.is_empty()).then_some(0))
+        position(&application)
+            .or_else(|| position(&named_js))
+            .or_else(|| position(&outside_libc))
+            .or((!self.frames.is_empty()).then_some(0))
     }
 
     /// `handler (app.js:17)`: see [`Self::headline_frame`].

@@ -39,6 +39,22 @@ fn calls_add_up_per_site_and_unmaps_take_live_bytes_off() {
 }
 
 #[test]
+fn the_headline_is_the_applications_function() {
+    let node_internal = Frame { file: Some("node:internal/buffer".into()), ..js("createUnsafeBuffer", 1063) };
+    let site = AllocationSite {
+        bytes: 1,
+        live_bytes: 1,
+        live_v8_bytes: 0,
+        count: 1,
+        frames: vec![native("mmap"), node_internal, js("hoard", 12), js("tick", 30)],
+    };
+    assert_eq!(site.headline(), "hoard (app.js:12)");
+    assert_eq!(site.headline_with_caller(), "hoard (app.js:12) \u{2190} tick (app.js:30)");
+    let native_only = AllocationSite { frames: vec![native("mmap")], ..site.clone() };
+    assert_eq!(native_only.headline(), "mmap");
+}
+
+#[test]
 fn stacks_with_the_same_names_are_one_site() {
     // Two closures of one function: two JSFunctions, two kernel stacks.
     let mut t = SiteTable::default();
