@@ -428,4 +428,59 @@ mod tests {
         assert_eq!(lines.len(), 2 + SHOWN_PER_GROUP + 1, "{text}");
         assert!(lines.last().unwrap().ends_with("... and 2 more processes"));
     }
+
+    /// A process's summary lists its sites by live bytes, then the most
+    /// allocating ones not listed yet.
+    #[test]
+    fn the_summary_lists_allocation_sites() {
+        use crate::core::{
+            Event, EventKind, Input, MemHook, MemOp, Model, ModelConfig, ProcessInfo, Record,
+            sites::{Frame, FrameKind},
+        };
+        const M: u64 = 1 << 20;
+        let mut m = Model::new(ModelConfig {
+            page_size: 4096,
+            large_threshold: M,
+            wall_offset_ns: 0,
+            mem_hook: MemHook::BtfTracepoint,
+            group_all: false,
+        });
+        let info = ProcessInfo { pid: 7, comm: "node".into(), ts_ns: 1, ..Default::default() };
+        m.apply(Input::Attach(Box::new(info)), &mut Vec::new());
+        let js = |name: &str, line| Frame {
+            function: name.into(),
+            file: Some("/srv/app.js".into()),
+            line: Some(line),
+            kind: FrameKind::Js,
+            build_id: None,
+        };
+        let stacks = [(1, vec![js("keep", 3), js("route", 9)]), (2, vec![js("churn", 5)])];
+        for (id, frames) in stacks {
+            m.apply(Input::Stack { pid: 7, id, frames }, &mut Vec::new());
+        }
+        let mut mem = |ts_ns, op, stack| {
+            let kind = EventKind::Mem { op, stack: Some(stack) };
+            m.apply(Input::Event(Event { pid: 7, tid: 7, ts_ns, cgroup_id: 0, kind }), &mut Vec::new());
+        };
+        for i in 0..6u64 {
+            let addr = 0x1000_0000 + i * 0x100_0000;
+            mem(10 + i, MemOp::Mmap { addr, len: 2 * M, prot: 3, flags: 0x22, fd: -1 }, 1);
+        }
+        for i in 0..20u64 {
+            let addr = 0x9000_0000 + i * 0x100_0000;
+            mem(20 + i, MemOp::Mmap { addr, len: 2 * M, prot: 3, flags: 0x22, fd: -1 }, 2);
+            mem(21 + i, MemOp::Munmap { addr, len: 2 * M }, 2);
+        }
+        let Record::Summary(summary) = m.summary(100) else { panic!() };
+        let mut out = Vec::new();
+        summary::summary(&mut out, &summary).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let at = text.find("allocation sites (live / allocated, calls):").expect(&text);
+        let lines: Vec<&str> = text[at..].lines().take(5).collect();
+        assert!(
+            lines[1].ends_with("12.0 MiB /   12.0 MiB      6x  keep (app.js:3) \u{2190} route (app.js:9)"),
+            "{text}"
+        );
+        assert!(lines[2].ends_with("0 B /   40.0 MiB     20x  churn (app.js:5)"), "{text}");
+    }
 }

@@ -12,6 +12,7 @@ use crate::{
         gc::PauseQuantiles,
         input::CgroupVersion,
         record::{GcSummary, GroupSummary, ProcessSummary, Summary, VerdictState},
+        sites::AllocationSite,
     },
     units::{fmt_delta, fmt_size_class},
 };
@@ -227,8 +228,10 @@ fn process_summary(o: &mut impl Write, p: &ProcessSummary) -> io::Result<()> {
 /// Top allocation sites shown per process; JSON has them all.
 const SITES_SHOWN: usize = 5;
 
-/// The top sites, most live bytes first: one line each, named by its first
-/// JS frame and that frame's caller.
+/// The top sites, most live bytes first, then those among the most
+/// allocating that are not listed yet (churn: allocated a lot, live
+/// little): one line each, named by its first application JS frame and
+/// that frame's caller.
 fn allocation_sites(o: &mut impl Write, p: &ProcessSummary) -> io::Result<()> {
     if p.allocation_sites.is_empty() {
         return Ok(());
@@ -236,15 +239,19 @@ fn allocation_sites(o: &mut impl Write, p: &ProcessSummary) -> io::Result<()> {
     let all = p.allocation_sites.len();
     let more = if all > SITES_SHOWN { format!("; -o json lists all {all}") } else { String::new() };
     writeln!(o, "  allocation sites (live / allocated, calls{more}):")?;
-    for site in p.allocation_sites.iter().take(SITES_SHOWN) {
-        writeln!(
-            o,
-            "    {:>10} / {:>10} {:>6}x  {}",
-            b(site.live_bytes),
-            b(site.bytes),
-            site.count,
-            site.headline_with_caller()
-        )?;
+    let by_live = &p.allocation_sites[..all.min(SITES_SHOWN)];
+    for site in by_live {
+        site_line(o, site)?;
+    }
+    let mut by_allocated: Vec<&AllocationSite> = p.allocation_sites.iter().collect();
+    by_allocated.sort_by_key(|s| std::cmp::Reverse(s.bytes));
+    let churn: Vec<&AllocationSite> =
+        by_allocated.into_iter().take(SITES_SHOWN).filter(|s| !by_live.contains(s)).collect();
+    if !churn.is_empty() {
+        writeln!(o, "  and among the most allocating:")?;
+        for site in churn {
+            site_line(o, site)?;
+        }
     }
     if p.unnamed_stack_calls > 0 {
         writeln!(
@@ -254,6 +261,17 @@ fn allocation_sites(o: &mut impl Write, p: &ProcessSummary) -> io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+fn site_line(o: &mut impl Write, site: &AllocationSite) -> io::Result<()> {
+    writeln!(
+        o,
+        "    {:>10} / {:>10} {:>6}x  {}",
+        b(site.live_bytes),
+        b(site.bytes),
+        site.count,
+        site.headline_with_caller()
+    )
 }
 
 fn gc_summary(o: &mut impl Write, gc: &GcSummary) -> io::Result<()> {
