@@ -154,7 +154,7 @@ const SITE_WINDOW_NS: u64 = 60_000_000_000;
 const SITE_SHARE: f64 = 0.5;
 
 /// Adds the allocation site that took most of the growing memory to a
-/// growing verdict: "…, 80 % of it allocated in handler (app.js:17)".
+/// growing verdict: "…; 80 % of the growth allocated in handler (app.js:17)".
 fn name_the_site(p: &mut ProcessState, ts_ns: u64, verdict: &mut Verdict) {
     if ts_ns.saturating_sub(p.diagnosis.sites_marked_ns) >= SITE_WINDOW_NS {
         p.sites.mark();
@@ -175,7 +175,7 @@ fn name_the_site(p: &mut ProcessState, ts_ns: u64, verdict: &mut Verdict) {
     let Some(i) = g.site.headline_frame() else { return };
     let frame = g.site.frames[i].clone();
     verdict.evidence =
-        format!("{}, {:.0} % of it allocated in {}", verdict.evidence, g.share * 100.0, frame.label());
+        format!("{}; {:.0} % of the growth allocated in {}", verdict.evidence, g.share * 100.0, frame.label());
     verdict.site = Some(verdict::VerdictSite { share: g.share, bytes: g.bytes, frame });
 }
 

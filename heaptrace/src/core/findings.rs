@@ -52,6 +52,15 @@ pub fn answer(s: &ProcessSummary, death: Option<&str>) -> String {
             s.traced_s
         ),
     };
+    if let Some(site) = &v.site
+        && matches!(v.state, VerdictState::Leak | VerdictState::Growing)
+    {
+        text += &format!(
+            " Most of the growth ({:.0} %) was allocated in {}.",
+            site.share * 100.0,
+            site.frame.label()
+        );
+    }
     text += &forecast(v);
     if let Some(how) = death {
         text += &format!(" It died: {how}");

@@ -523,7 +523,7 @@ fn a_rising_floor_becomes_a_leak_verdict_and_a_death_is_explained_with_the_kerne
     let site = leak.verdict.site.as_ref().expect("the site that took the growth");
     assert_eq!((site.frame.function.as_str(), site.share), ("leakyHandler", 1.0));
     assert!(
-        leak.verdict.evidence.ends_with("100 % of it allocated in leakyHandler (app.js:7)"),
+        leak.verdict.evidence.ends_with("; 100 % of the growth allocated in leakyHandler (app.js:7)"),
         "{}",
         leak.verdict.evidence
     );
@@ -553,4 +553,9 @@ fn a_rising_floor_becomes_a_leak_verdict_and_a_death_is_explained_with_the_kerne
         s.processes[0].answer
     );
     assert!(s.processes[0].answer.contains("It died: V8 ran out of JS heap"), "{}", s.processes[0].answer);
+    assert!(
+        s.processes[0].answer.contains("Most of the growth (100 %) was allocated in leakyHandler (app.js:7)."),
+        "{}",
+        s.processes[0].answer
+    );
 }
