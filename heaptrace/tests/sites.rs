@@ -137,6 +137,14 @@ fn describe(site: &Value) -> String {
     )
 }
 
+/// The number just before `words` in `line`.
+fn number_before(line: &str, words: &str) -> u64 {
+    let end = line.find(words).unwrap_or_else(|| panic!("{words:?} not in {line}"));
+    let digits: String =
+        line[..end].chars().rev().take_while(|c| c.is_ascii_digit()).collect::<String>().chars().rev().collect();
+    digits.parse().unwrap_or_else(|_| panic!("no number before {words:?} in {line}"))
+}
+
 /// The uniquely named function that allocates large arrays is the top
 /// site's first JS frame, with its file and line.
 fn big_arrays_are_named(version: &str) {
@@ -265,6 +273,14 @@ fn buffer_leak_names_node_and_the_js_caller() {
     let script = workload("sites/buffer-hoard.js");
     let (_node, pid) = start_node(&node, &[], &script, &[]);
     let (records, stderr) = trace(pid, 6, &[]);
+    // Every Buffer's stack met glibc without frame pointers; nearly all
+    // are recovered by the kernel's scan.
+    let line = stderr.lines().find(|l| l.contains("heaptrace: stacks:")).expect(&stderr);
+    eprintln!("{line}");
+    let scanned = number_before(line, " past code without frame pointers");
+    let missed = number_before(line, " of those not recovered") + number_before(line, " rejected here");
+    assert!(scanned >= 200, "{line}");
+    assert!(missed * 20 <= scanned, "more than 5 % of the scans failed: {line}");
     let sites = sites(&records, pid);
     let top = sites.first().unwrap_or_else(|| panic!("no sites: {stderr}"));
     assert_eq!(top["live_v8_bytes"], 0, "Buffers live outside V8's heap:\n{}", describe(top));
