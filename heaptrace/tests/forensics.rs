@@ -5,50 +5,14 @@
 mod support;
 
 use std::{
-    io::{BufRead, BufReader},
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::mpsc::{Receiver, channel},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
 use support::*;
-
-/// Lines of a child's pipe, through a channel.
-fn lines(out: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// A child killed (and reaped) when the test ends, panics included.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn expect_line(rx: &Receiver<String>, prefix: &str) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) if line.starts_with(prefix) => return line,
-            Ok(_) => {}
-            Err(e) => panic!("no line starting with {prefix:?}: {e:?}"),
-        }
-    }
-}
 
 /// The GCs of V8's "Last few GCs": collector, heap before and after in MB
 /// as printed (one decimal). V8 keeps them in a ring buffer of truncated
@@ -93,12 +57,12 @@ fn v8_out_of_memory_under_ab_is_explained_with_its_last_gcs() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let out = lines(child.stdout.take().unwrap());
-    let err = lines(child.stderr.take().unwrap());
-    let server = Guard(child);
+    let out = line_channel(child.stdout.take().unwrap());
+    let err = line_channel(child.stderr.take().unwrap());
+    let server = ChildGuard(child);
     let pid = server.0.id();
-    let port: u16 = expect_line(&out, "listening").split_whitespace().nth(1).unwrap().parse().unwrap();
-    expect_line(&out, "ready");
+    let port: u16 = expect_line_on(&out, "listening").split_whitespace().nth(1).unwrap().parse().unwrap();
+    expect_line_on(&out, "ready");
 
     let dumps = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("dumps-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dumps);
@@ -115,7 +79,7 @@ fn v8_out_of_memory_under_ab_is_explained_with_its_last_gcs() {
     assert_eq!(old_generation, 96 << 20, "--max-old-space-size=96");
     assert!(limit > old_generation);
 
-    let _ab = Guard(
+    let _ab = ChildGuard(
         Command::new("ab")
             .args(["-c", "100", "-n", "1000", "-k", "-q", "-r"])
             .arg(format!("http://127.0.0.1:{port}/"))
@@ -212,8 +176,8 @@ fn a_container_oom_kill_is_forecast_and_explained() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("podman (scripts/setup.sh installs it)");
-    let out = lines(child.stdout.take().unwrap());
-    expect_line(&out, "ready");
+    let out = line_channel(child.stdout.take().unwrap());
+    expect_line_on(&out, "ready");
     let id = std::fs::read_to_string(&cidfile).expect("podman's cidfile").trim().to_owned();
     let _ = std::fs::remove_file(&cidfile);
     let _container = PodmanGuard(id.clone(), child);

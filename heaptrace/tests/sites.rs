@@ -6,48 +6,13 @@
 mod support;
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    sync::mpsc::{Receiver, channel},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
 use support::*;
-
-/// A child killed (and reaped) when the test ends, panics included.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn lines(out: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn expect_line(rx: &Receiver<String>, prefix: &str) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) if line.starts_with(prefix) => return line,
-            Ok(_) => {}
-            Err(e) => panic!("no line starting with {prefix:?}: {e:?}"),
-        }
-    }
-}
 
 fn workload(name: &str) -> PathBuf {
     repo_root().join("workloads").join(name)
@@ -77,14 +42,14 @@ fn spawn(command: &mut Command) -> Child {
 }
 
 /// Starts `node script` (under a name of its own) and waits for "ready".
-fn start_node(node: &Path, args: &[&str], script: &Path, env: &[(&str, &str)]) -> (Guard, u32) {
+fn start_node(node: &Path, args: &[&str], script: &Path, env: &[(&str, &str)]) -> (ChildGuard, u32) {
     let mut command = Command::new(node);
     command.args(args).arg(script).envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::inherit());
     let mut child = spawn(&mut command);
-    let out = lines(child.stdout.take().unwrap());
+    let out = line_channel(child.stdout.take().unwrap());
     let pid = child.id();
-    let guard = Guard(child);
-    expect_line(&out, "ready");
+    let guard = ChildGuard(child);
+    expect_line_on(&out, "ready");
     // Keep draining its stdout so it never blocks on a full pipe.
     std::thread::spawn(move || while out.recv().is_ok() {});
     (guard, pid)
@@ -140,8 +105,14 @@ fn describe(site: &Value) -> String {
 /// The number just before `words` in `line`.
 fn number_before(line: &str, words: &str) -> u64 {
     let end = line.find(words).unwrap_or_else(|| panic!("{words:?} not in {line}"));
-    let digits: String =
-        line[..end].chars().rev().take_while(|c| c.is_ascii_digit()).collect::<String>().chars().rev().collect();
+    let digits: String = line[..end]
+        .chars()
+        .rev()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .chars()
+        .rev()
+        .collect();
     digits.parse().unwrap_or_else(|_| panic!("no number before {words:?} in {line}"))
 }
 
@@ -228,11 +199,11 @@ fn express_handler_is_the_top_live_site() {
     let (node, _comm) = unique_node("22.23.3", "ex");
     let script = workload("diagnosis/express-leak.js");
     let mut child = spawn(Command::new(&node).arg(&script).stdout(Stdio::piped()).stderr(Stdio::inherit()));
-    let out = lines(child.stdout.take().unwrap());
+    let out = line_channel(child.stdout.take().unwrap());
     let pid = child.id();
-    let _node = Guard(child);
-    let port = expect_line(&out, "listening").split_whitespace().nth(1).unwrap().to_owned();
-    expect_line(&out, "ready");
+    let _node = ChildGuard(child);
+    let port = expect_line_on(&out, "listening").split_whitespace().nth(1).unwrap().to_owned();
+    expect_line_on(&out, "ready");
     let tracer = Command::new(heaptrace_bin())
         .args(["-o", "json", "--pid", &pid.to_string(), "-d", "8s"])
         .stdout(Stdio::piped())

@@ -21,31 +21,8 @@ const http = require('node:http');
 const PORT = num('PORT', 0);
 const ARRAY_LEN = num('ARRAY_LEN', 100000);
 
-// A tiny Express-like app: app.use(mw), app.get(path, handler), res.send().
-function createApp() {
-  const middleware = [];
-  const routes = new Map();
-  const app = (req, res) => {
-    res.send = (body, status = 200) => {
-      const text = typeof body === 'string' ? body : JSON.stringify(body);
-      res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text) });
-      res.end(text);
-    };
-    const path = req.url.split('?')[0];
-    const handler = routes.get(`${req.method} ${path}`);
-    let i = 0;
-    const next = () => {
-      const mw = middleware[i++];
-      if (mw) return mw(req, res, next);
-      if (handler) return handler(req, res);
-      res.send('Not Found', 404);
-    };
-    next();
-  };
-  app.use = (fn) => middleware.push(fn);
-  app.get = (path, fn) => routes.set(`GET ${path}`, fn);
-  return app;
-}
+// A tiny Express-like app: see mini-express.js.
+const { createApp } = require('../mini-express.js');
 
 const app = createApp();
 let requests = 0;

@@ -174,8 +174,12 @@ fn name_the_site(p: &mut ProcessState, ts_ns: u64, verdict: &mut Verdict) {
     let Some(g) = growth.filter(|g| g.share >= SITE_SHARE) else { return };
     let Some(i) = g.site.headline_frame() else { return };
     let frame = g.site.frames[i].clone();
-    verdict.evidence =
-        format!("{}; {:.0} % of the growth allocated in {}", verdict.evidence, g.share * 100.0, frame.label());
+    verdict.evidence = format!(
+        "{}; {:.0} % of the growth allocated in {}",
+        verdict.evidence,
+        g.share * 100.0,
+        frame.label()
+    );
     verdict.site = Some(verdict::VerdictSite { share: g.share, bytes: g.bytes, frame });
 }
 

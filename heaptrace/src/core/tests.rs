@@ -554,7 +554,9 @@ fn a_rising_floor_becomes_a_leak_verdict_and_a_death_is_explained_with_the_kerne
     );
     assert!(s.processes[0].answer.contains("It died: V8 ran out of JS heap"), "{}", s.processes[0].answer);
     assert!(
-        s.processes[0].answer.contains("Most of the growth (100 %) was allocated in leakyHandler (app.js:7)."),
+        s.processes[0]
+            .answer
+            .contains("Most of the growth (100 %) was allocated in leakyHandler (app.js:7)."),
         "{}",
         s.processes[0].answer
     );

@@ -59,7 +59,8 @@ pub fn workload_bin(name: &str) -> PathBuf {
 }
 
 /// Lines from a child's stdout, delivered through a channel.
-fn line_channel(out: impl std::io::Read + Send + 'static) -> Receiver<String> {
+/// The lines of a child's pipe, through a channel.
+pub fn line_channel(out: impl std::io::Read + Send + 'static) -> Receiver<String> {
     let (tx, rx) = channel();
     thread::spawn(move || {
         for line in BufReader::new(out).lines() {
@@ -70,6 +71,28 @@ fn line_channel(out: impl std::io::Read + Send + 'static) -> Receiver<String> {
         }
     });
     rx
+}
+
+/// A child killed (and reaped) when the test ends, panics included.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The first line on `rx` that starts with `prefix`, within [`WAIT`].
+pub fn expect_line_on(rx: &Receiver<String>, prefix: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.starts_with(prefix) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no line starting with {prefix:?}: {e:?}"),
+        }
+    }
 }
 
 /// A workload driven over stdin/stdout ("ready", "run" → "done", "exit").
