@@ -141,6 +141,12 @@ fn v8_out_of_memory_under_ab_is_explained_with_its_last_gcs() {
         assert_eq!((before, after), (our_before, our_after), "GC {i}: V8's {v8:?}, ours {tail:?}");
     }
     assert!(!dump["flight_recorder"]["memory"].as_array().unwrap().is_empty());
+    // It names the code that filled the heap: the handler that keeps an
+    // array per request is its top allocation site.
+    let top = &dump["allocation_sites"][0];
+    let handler =
+        top["frames"].as_array().unwrap().iter().find(|f| f["kind"] == "js" && f["function"] == "handler");
+    assert!(handler.is_some(), "the top site at death is not the handler: {top}");
     let _ = std::fs::remove_dir_all(&dumps);
 }
 
