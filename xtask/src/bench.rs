@@ -271,14 +271,17 @@ pub(crate) fn wait_for_line(out: ChildStdout, needle: &str, keep_draining: bool)
     rx.recv_timeout(Duration::from_secs(60)).context("the tracer did not start within 60 s")
 }
 
-struct BpfProgram {
-    id: u64,
+pub(crate) struct BpfProgram {
+    pub(crate) id: u64,
+    /// As the kernel keeps it: at most 15 bytes (bpftool may print the full
+    /// name from BTF).
+    pub(crate) name: String,
     run_time_ns: u64,
     run_cnt: u64,
 }
 
 /// Every loaded BPF program with its run-time statistics (bpftool).
-fn bpf_programs() -> Result<Vec<BpfProgram>> {
+pub(crate) fn bpf_programs() -> Result<Vec<BpfProgram>> {
     let out = Command::new("bpftool")
         .args(["prog", "show", "-j"])
         .output()
@@ -290,6 +293,7 @@ fn bpf_programs() -> Result<Vec<BpfProgram>> {
         .iter()
         .map(|p| BpfProgram {
             id: field(p, "id"),
+            name: p["name"].as_str().unwrap_or_default().to_owned(),
             run_time_ns: field(p, "run_time_ns"),
             run_cnt: field(p, "run_cnt"),
         })
@@ -297,7 +301,7 @@ fn bpf_programs() -> Result<Vec<BpfProgram>> {
 }
 
 /// Runs `f` with kernel.bpf_stats_enabled=1, restoring the old value after.
-fn with_bpf_stats<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(crate) fn with_bpf_stats<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     const KNOB: &str = "/proc/sys/kernel/bpf_stats_enabled";
     let old = fs::read_to_string(KNOB).context("reading kernel.bpf_stats_enabled")?;
     fs::write(KNOB, "1").context("enabling kernel.bpf_stats_enabled")?;

@@ -5,10 +5,19 @@
 //! server under `ab` gives requests/s and p99 latency. The stacks-on runs
 //! also say how many stacks the kernel captured (`-v`) and how many
 //! allocation sites the summary holds.
+//!
+//! Wall time on a shared VM is too noisy for the cost of one stack, so every
+//! round also runs with `kernel.bpf_stats_enabled=1`: the kernel times each
+//! run of heaptrace's memory hook, and the difference between the stacks-on
+//! and the --no-stacks run of a round, over the stacks captured, is the
+//! kernel's cost per stack. The collector's own CPU time, the same way, is
+//! its cost per stack named.
 
 use std::{
     fmt::Write as _,
+    fs, io,
     io::{BufRead, BufReader, Read, Write},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::Path,
     process::{Child, ChildStdout, Command, Stdio},
     thread::{self, JoinHandle},
@@ -17,7 +26,10 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 
-use crate::bench::{build_heaptrace, host_model, kernel_release, median, quantile, repo_root, write_report};
+use crate::bench::{
+    bpf_programs, build_heaptrace, host_model, kernel_release, median, quantile, repo_root, with_bpf_stats,
+    write_report,
+};
 
 /// How a workload runs in a round.
 #[derive(Clone, Copy, PartialEq)]
@@ -49,10 +61,17 @@ struct Seen {
     /// From the `-v` stacks line; `None` when there was none (--no-stacks).
     captured: Option<u64>,
     distinct: Option<u64>,
+    /// Stacks the collector named (each distinct stack once).
+    named: Option<u64>,
     /// Allocation sites in the summary, over every process.
     sites: usize,
     /// The collector's CPU time (user + system) from start to exit, s.
     collector_cpu_s: f64,
+    /// The memory hook's programs over heaptrace's whole run, as the kernel
+    /// timed them: (total run time ns, runs).
+    hook: (u64, u64),
+    /// Their names.
+    hook_names: Vec<String>,
 }
 
 struct GcRun {
@@ -84,31 +103,34 @@ pub fn stacks(rounds: usize, bursts: u64, requests: u64, node: &Path, out: &Path
 
     let mut gc: [Vec<GcRun>; 3] = Default::default();
     let mut web: [Vec<WebRun>; 3] = Default::default();
-    for round in 1..=rounds {
-        for (i, mode) in MODES.into_iter().enumerate() {
-            let run = gc_once(node, &gc_script, bursts, &heaptrace, mode)
-                .with_context(|| format!("round {round}, GC-heavy, {}", mode.label()))?;
-            eprintln!(
-                "round {round}/{rounds} gc  {:<22} {:>7.0} ms{}",
-                mode.label(),
-                run.wall_ms,
-                describe(run.seen.as_ref())
-            );
-            gc[i].push(run);
+    with_bpf_stats(|| {
+        for round in 1..=rounds {
+            for (i, mode) in MODES.into_iter().enumerate() {
+                let run = gc_once(node, &gc_script, bursts, &heaptrace, mode)
+                    .with_context(|| format!("round {round}, GC-heavy, {}", mode.label()))?;
+                eprintln!(
+                    "round {round}/{rounds} gc  {:<22} {:>7.0} ms{}",
+                    mode.label(),
+                    run.wall_ms,
+                    describe(run.seen.as_ref())
+                );
+                gc[i].push(run);
+            }
+            for (i, mode) in MODES.into_iter().enumerate() {
+                let run = web_once(node, &web_script, requests, &heaptrace, mode)
+                    .with_context(|| format!("round {round}, express-churn, {}", mode.label()))?;
+                eprintln!(
+                    "round {round}/{rounds} web {:<22} {:>7.0} req/s, p99 {:.0} ms{}",
+                    mode.label(),
+                    run.rps,
+                    run.p99_ms,
+                    describe(run.seen.as_ref())
+                );
+                web[i].push(run);
+            }
         }
-        for (i, mode) in MODES.into_iter().enumerate() {
-            let run = web_once(node, &web_script, requests, &heaptrace, mode)
-                .with_context(|| format!("round {round}, express-churn, {}", mode.label()))?;
-            eprintln!(
-                "round {round}/{rounds} web {:<22} {:>7.0} req/s, p99 {:.0} ms{}",
-                mode.label(),
-                run.rps,
-                run.p99_ms,
-                describe(run.seen.as_ref())
-            );
-            web[i].push(run);
-        }
-    }
+        Ok(())
+    })?;
     let report = Report { rounds, bursts, requests, node, gc: &gc, web: &web };
     write_report(&report.render(), out)
 }
@@ -117,10 +139,12 @@ fn describe(seen: Option<&Seen>) -> String {
     match seen {
         None => String::new(),
         Some(s) => format!(
-            ", {} stacks, {} sites, collector {:.2} s CPU",
+            ", {} stacks, {} sites, collector {:.2} s CPU, hook {:.1} ms in {} runs",
             s.captured.map_or("no".into(), |c| c.to_string()),
             s.sites,
-            s.collector_cpu_s
+            s.collector_cpu_s,
+            s.hook.0 as f64 / 1e6,
+            s.hook.1
         ),
     }
 }
@@ -220,6 +244,7 @@ struct Tracer {
     /// The last stdout line: the summary.
     summary: JoinHandle<String>,
     stderr: JoinHandle<String>,
+    hook: HeldHook,
 }
 
 impl Tracer {
@@ -245,7 +270,15 @@ impl Tracer {
         let mut first = String::new();
         out.read_line(&mut first)?;
         ensure!(first.contains("\"type\":\"start\""), "heaptrace said {first:?}");
-        Ok(Some(Self { child, summary: drain(out), stderr }))
+        let hook = match HeldHook::of(child.id()) {
+            Ok(hook) => hook,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
+        Ok(Some(Self { child, summary: drain(out), stderr, hook }))
     }
 
     /// Waits for heaptrace to end (after a SIGINT if `interrupt`) and reads
@@ -275,9 +308,90 @@ impl Tracer {
         let sites = summary["processes"]
             .as_array()
             .map_or(0, |ps| ps.iter().filter_map(|p| p["allocation_sites"].as_array()).map(Vec::len).sum());
-        let (captured, distinct) = parse_stacks_line(&stderr).unzip();
-        Ok(Seen { captured, distinct, sites, collector_cpu_s })
+        let (captured, distinct, named) = match parse_stacks_line(&stderr) {
+            Some((c, d, n)) => (Some(c), Some(d), Some(n)),
+            None => (None, None, None),
+        };
+        let hook = self.hook.totals()?;
+        ensure!(
+            hook.1 > 0,
+            "the kernel timed no run of {}: was kernel.bpf_stats_enabled turned off meanwhile?",
+            self.hook.names.join(", ")
+        );
+        Ok(Seen { captured, distinct, named, sites, collector_cpu_s, hook, hook_names: self.hook.names })
     }
+}
+
+/// heaptrace's memory hook programs, held by fds of our own: a program
+/// outlives its loader while an fd holds it (detached, so it runs no more),
+/// and its run-time statistics can then be read after heaptrace has exited,
+/// when they are complete.
+struct HeldHook {
+    names: Vec<String>,
+    fds: Vec<OwnedFd>,
+}
+
+impl HeldHook {
+    /// Every program fd of heaptrace `pid` whose program is named `mem_*`
+    /// (the memory hook, whichever attachment the loader chose). Another
+    /// heaptrace may be running on the host: only this one's fds count.
+    fn of(pid: u32) -> Result<Self> {
+        let programs = bpf_programs()?;
+        // SAFETY: pidfd_open takes a pid and flags; it returns a new fd or -1.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        ensure!(pidfd >= 0, "pidfd_open of heaptrace: {}", io::Error::last_os_error());
+        // SAFETY: a new fd that nothing else owns.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+        let mut held = Self { names: Vec::new(), fds: Vec::new() };
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(format!("/proc/{pid}/fd"))? {
+            let path = entry?.path();
+            // Programs only: holding a link would keep the program attached.
+            if fs::read_link(&path).ok().as_deref() != Some(Path::new("anon_inode:bpf-prog")) {
+                continue;
+            }
+            let Some(fd) = path.file_name().and_then(|f| f.to_str()?.parse::<i32>().ok()) else { continue };
+            let Some(id) = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+                .ok()
+                .and_then(|i| fdinfo(&i, "prog_id"))
+            else {
+                continue;
+            };
+            let Some(program) = programs.iter().find(|p| p.id == id && p.name.starts_with("mem_")) else {
+                continue;
+            };
+            if ids.contains(&id) {
+                continue;
+            }
+            // SAFETY: pidfd_getfd with a live pidfd, an fd number of that
+            // process and no flags; it returns a new fd of ours or -1.
+            let ours = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+            ensure!(ours >= 0, "pidfd_getfd of heaptrace's fd {fd}: {}", io::Error::last_os_error());
+            ids.push(id);
+            held.names.push(program.name.clone());
+            // SAFETY: a new fd that nothing else owns.
+            held.fds.push(unsafe { OwnedFd::from_raw_fd(ours as i32) });
+        }
+        ensure!(!held.fds.is_empty(), "heaptrace (pid {pid}) holds no memory hook program (mem_*)");
+        Ok(held)
+    }
+
+    /// The held programs' (total run time ns, runs) so far.
+    fn totals(&self) -> Result<(u64, u64)> {
+        let mut sum = (0, 0);
+        for fd in &self.fds {
+            let info = fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?;
+            let field =
+                |name| fdinfo(&info, name).with_context(|| format!("no {name} in a program's fdinfo"));
+            sum = (sum.0 + field("run_time_ns")?, sum.1 + field("run_cnt")?);
+        }
+        Ok(sum)
+    }
+}
+
+/// A numeric field of an fdinfo file ("name:\tvalue").
+fn fdinfo(info: &str, name: &str) -> Option<u64> {
+    info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
 }
 
 fn drain(out: BufReader<ChildStdout>) -> JoinHandle<String> {
@@ -285,16 +399,21 @@ fn drain(out: BufReader<ChildStdout>) -> JoinHandle<String> {
 }
 
 /// From `-v`'s "heaptrace: stacks: N captured in the kernel (M distinct,
-/// ...": (N, M). heaptrace prints no such line when it captured none.
-fn parse_stacks_line(stderr: &str) -> Option<(u64, u64)> {
+/// ...); K named, ...": (N, M, K). heaptrace prints no such line when it
+/// captured none.
+fn parse_stacks_line(stderr: &str) -> Option<(u64, u64, u64)> {
     let rest = stderr.lines().find_map(|l| l.strip_prefix("heaptrace: stacks: "))?;
     let (captured, rest) = rest.split_once(" captured in the kernel (")?;
     let distinct = rest.split_once(" distinct")?.0;
-    Some((captured.parse().ok()?, distinct.parse().ok()?))
+    let named = rest.split_once("); ")?.1.split_once(" named")?.0;
+    Some((captured.parse().ok()?, distinct.parse().ok()?, named.parse().ok()?))
 }
 
 /// Median with quartiles, as "median [q1–q3]".
 fn spread(v: &[f64], decimals: usize) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
     format!("{:.d$} [{:.d$}–{:.d$}]", median(v), quantile(v, 0.25), quantile(v, 0.75), d = decimals)
 }
 
@@ -312,7 +431,12 @@ impl Report<'_> {
         let mut s = String::new();
         self.header(&mut s);
         self.overhead_table(&mut s);
-        self.stacks_table(&mut s);
+        let gc = StackFigures::new(&self.gc[1], &self.gc[2], |r| r.wall_ms / 1e3, |r| r.seen.as_ref());
+        let web = StackFigures::new(&self.web[1], &self.web[2], |r| r.taken_s, |r| r.seen.as_ref());
+        let figures = [("GC-heavy node", &gc), ("Express-like server", &web)];
+        self.stacks_table(&mut s, &figures);
+        self.kernel_table(&mut s, &figures);
+        self.collector_table(&mut s, &figures);
         self.raw_rounds(&mut s);
         s
     }
@@ -347,7 +471,9 @@ impl Report<'_> {
              workloads/diagnosis/express-leak.js; the handler allocates `new Array(100000)`, about 800 KB that \
              V8 maps on its own, does some string work, responds and drops it all). A fresh server per run, \
              {WARMUP_REQUESTS} untimed requests untraced, then heaptrace attaches and `ab -k -c {AB_CONCURRENCY} \
-             -n {requests}` makes the measured requests. Requests/s and ab's 99 % latency.\n"
+             -n {requests}` makes the measured requests. Requests/s and ab's 99 % latency.\n\n\
+             Every round runs with `kernel.bpf_stats_enabled=1` (the kernel times each run of each BPF program; \
+             this adds the same small cost to both traced modes).\n"
         );
     }
 
@@ -389,7 +515,7 @@ impl Report<'_> {
 
     /// The stacks-on runs: how many stacks, how fast, and the time each cost
     /// over the same round's --no-stacks run.
-    fn stacks_table(&self, s: &mut String) {
+    fn stacks_table(&self, s: &mut String, figures: &[(&str, &StackFigures)]) {
         let no_stacks_no_sites = (self.gc[1].iter().map(|r| r.seen.as_ref()))
             .chain(self.web[1].iter().map(|r| r.seen.as_ref()))
             .all(|x| x.is_some_and(|x| x.sites == 0));
@@ -406,30 +532,101 @@ impl Report<'_> {
         let _ = writeln!(
             s,
             "| workload | stacks per run | distinct | stacks/s | allocation sites | extra time per stack | noise per \
-             stack | collector CPU per run, --no-stacks → stacks on |"
+             stack |"
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
-        let gc_secs = |r: &GcRun| r.wall_ms / 1e3;
-        let web_secs = |r: &WebRun| r.taken_s;
-        let gc = StackFigures::new(&self.gc[1], &self.gc[2], gc_secs, |r| r.seen.as_ref());
-        let web = StackFigures::new(&self.web[1], &self.web[2], web_secs, |r| r.seen.as_ref());
-        for (name, f) in [("GC-heavy node", gc), ("Express-like server", web)] {
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+        for (name, f) in figures {
             let _ = writeln!(
                 s,
-                "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} µs | ±{:.0} µs | {:.2} s → {:.2} s |",
-                f.captured, f.distinct, f.per_second, f.sites, f.extra_us, f.noise_us, f.cpu.0, f.cpu.1
+                "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} µs | ±{:.0} µs |",
+                f.captured, f.distinct, f.per_second, f.sites, f.extra_us, f.noise_us
             );
         }
         let _ = writeln!(
             s,
-            "\nThe extra time per stack is an upper bound on what the kernel's stack walk costs the allocating \
-             thread: it also holds the collector's work on each stack (reading it from the map and naming it), \
-             which competes with node for the two shared cores. It also holds the run-to-run noise of this VM: \
-             \"noise per stack\" is the interquartile range of the --no-stacks times divided by the stacks of \
-             one run. Where the extra time is not well above that noise, it says only that the cost is below \
-             it (a negative figure: the difference is all noise). The collector's CPU time (start to exit, \
-             attaching included) shows the part of the cost that runs outside node."
+            "\nThe extra time per stack is an upper bound on what capture costs the allocating thread: it also \
+             holds the collector's work on each stack (reading it from the map and naming it), which competes \
+             with node for the two shared cores. It also holds the run-to-run noise of this VM: \"noise per \
+             stack\" is the interquartile range of the --no-stacks times divided by the stacks of one run. Where \
+             the extra time is not well above that noise, it says only that the cost is below it (a negative \
+             figure: the difference is all noise). The two tables below measure the two parts of the cost \
+             without that noise."
         );
+    }
+
+    /// The memory hook as the kernel timed it: the cost per captured stack.
+    fn kernel_table(&self, s: &mut String, figures: &[(&str, &StackFigures)]) {
+        let names = figures.iter().find_map(|(_, f)| f.hook_names.first()).cloned().unwrap_or_default();
+        let _ = writeln!(s, "\n## In the kernel: the memory hook, per captured stack\n");
+        let _ = writeln!(
+            s,
+            "The memory hook is one BPF program ({names}) that runs at every syscall exit on the host, rejects \
+             all but the memory syscalls of traced processes, and in the stacks-on mode walks the user stack of \
+             those that allocate. Its total run time and runs over each heaptrace run are the kernel's own \
+             `run_time_ns` and `run_cnt` for the program (read from an fd of the benchmark's that holds it, once \
+             heaptrace has exited): its CPU time, without the tracepoint's dispatch. Kernel ns per captured \
+             stack: in each round, (stacks-on run time − --no-stacks run time) / stacks captured, median over the \
+             rounds with quartiles. Both runs of a round do the same work, so the difference is the stack walk \
+             and the stack map update, plus the hook's extra runs: every syscall exit on the host runs it, and \
+             in the stacks-on run the collector, naming stacks, makes syscalls of its own (opening and reading \
+             the files it names frames from). Those are rejected before any stack is walked; the last column \
+             takes them out at the --no-stacks run's average time per hook run, which also holds the traced \
+             process's memory calls and so is more than a rejected run costs: the cost of a stack lies \
+             between the two columns. Stacks/s: the rate at which the stacks were captured (per second of the \
+             work, as above).\n"
+        );
+        let _ = writeln!(
+            s,
+            "| workload | hook runs per run, --no-stacks → stacks on | hook time per run, --no-stacks → stacks on \
+             | stacks per run | stacks/s | kernel ns per captured stack | the same, less the extra hook runs |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+        for (name, f) in figures {
+            let _ = writeln!(
+                s,
+                "| {name} | {:.0} → {:.0} | {:.2} ms → {:.2} ms | {:.0} | {:.0} | {} | {} |",
+                f.hook_runs.0,
+                f.hook_runs.1,
+                f.hook_ms.0,
+                f.hook_ms.1,
+                f.captured,
+                f.per_second,
+                spread(&f.kernel_ns_per_stack, 0),
+                spread(&f.kernel_ns_per_stack_less_runs, 0)
+            );
+        }
+    }
+
+    /// heaptrace's own CPU time: the cost per stack named.
+    fn collector_table(&self, s: &mut String, figures: &[(&str, &StackFigures)]) {
+        let _ = writeln!(s, "\n## In the collector: heaptrace's own CPU, per stack\n");
+        let _ = writeln!(
+            s,
+            "heaptrace's user + system CPU time from start to exit (`wait4`'s rusage; attaching included, the \
+             same in both modes). It names each distinct stack once (native frames with blazesym, JS frames \
+             from V8's postmortem metadata) and counts every captured one. Per stack: in each round, \
+             (stacks-on CPU − --no-stacks CPU) / stacks named, and / stacks captured, median over the rounds \
+             with quartiles. The difference also holds the work the stacks-on mode does once per run (opening \
+             the symbol tables of node and its libraries, reading V8's metadata), so a run that names fewer \
+             stacks shows more per stack.\n"
+        );
+        let _ = writeln!(
+            s,
+            "| workload | collector CPU per run, --no-stacks → stacks on | stacks named per run | CPU per named \
+             stack | CPU per captured stack |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+        for (name, f) in figures {
+            let _ = writeln!(
+                s,
+                "| {name} | {:.2} s → {:.2} s | {:.0} | {} µs | {} µs |",
+                f.cpu.0,
+                f.cpu.1,
+                f.named,
+                spread(&f.cpu_per_named_us, 0),
+                spread(&f.cpu_per_captured_us, 1)
+            );
+        }
     }
 
     fn raw_rounds(&self, s: &mut String) {
@@ -464,6 +661,45 @@ impl Report<'_> {
                 sites(w(2).seen.as_ref()),
             );
         }
+        let _ = writeln!(
+            s,
+            "\nThe kernel's and the collector's figures, per round: the memory hook's run time in ms (and runs, in \
+             thousands) and heaptrace's CPU time in s, --no-stacks then stacks on; stacks captured and named.\n"
+        );
+        let _ = writeln!(
+            s,
+            "| round | GC hook ms (k runs) | stacks / named | collector CPU s | web hook ms (k runs) | stacks / named \
+             | collector CPU s |"
+        );
+        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|");
+        let hook = |seen: Option<&Seen>| {
+            seen.map_or("-".into(), |x| {
+                format!("{:.2} ({:.1})", x.hook.0 as f64 / 1e6, x.hook.1 as f64 / 1e3)
+            })
+        };
+        let cpu = |seen: Option<&Seen>| seen.map_or("-".into(), |x| format!("{:.2}", x.collector_cpu_s));
+        let named = |seen: Option<&Seen>| {
+            let n = |v: Option<u64>| v.map_or("-".into(), |c| c.to_string());
+            seen.map_or("-".into(), |x| format!("{} / {}", n(x.captured), n(x.named)))
+        };
+        for i in 0..self.rounds {
+            let (g, w) = (|m: usize| self.gc[m][i].seen.as_ref(), |m: usize| self.web[m][i].seen.as_ref());
+            let _ = writeln!(
+                s,
+                "| {} | {} → {} | {} | {} → {} | {} → {} | {} | {} → {} |",
+                i + 1,
+                hook(g(1)),
+                hook(g(2)),
+                named(g(2)),
+                cpu(g(1)),
+                cpu(g(2)),
+                hook(w(1)),
+                hook(w(2)),
+                named(w(2)),
+                cpu(w(1)),
+                cpu(w(2)),
+            );
+        }
     }
 }
 
@@ -471,6 +707,7 @@ impl Report<'_> {
 struct StackFigures {
     captured: f64,
     distinct: f64,
+    named: f64,
     per_second: f64,
     sites: f64,
     /// Median over rounds of (stacks-on − no-stacks time) / stacks, µs.
@@ -478,8 +715,23 @@ struct StackFigures {
     /// The interquartile range of the --no-stacks times over the median
     /// stacks of a run, µs: what run-to-run noise alone puts on `extra_us`.
     noise_us: f64,
+    /// The memory hook's program names.
+    hook_names: Vec<String>,
+    /// Median runs of the memory hook per heaptrace run: (--no-stacks, stacks on).
+    hook_runs: (f64, f64),
+    /// Median run time of the memory hook per heaptrace run, ms: (--no-stacks, stacks on).
+    hook_ms: (f64, f64),
+    /// Per round: (stacks-on − no-stacks hook run time) / stacks, ns.
+    kernel_ns_per_stack: Vec<f64>,
+    /// The same with the stacks-on run's extra hook runs taken out at the
+    /// --no-stacks run's time per hook run.
+    kernel_ns_per_stack_less_runs: Vec<f64>,
     /// Median collector CPU per run, s: (--no-stacks, stacks on).
     cpu: (f64, f64),
+    /// Per round: (stacks-on − no-stacks collector CPU) / stacks named, µs.
+    cpu_per_named_us: Vec<f64>,
+    /// Per round: the same over stacks captured, µs.
+    cpu_per_captured_us: Vec<f64>,
 }
 
 impl StackFigures {
@@ -489,25 +741,52 @@ impl StackFigures {
         secs: impl Fn(&R) -> f64,
         seen: impl Fn(&R) -> Option<&Seen>,
     ) -> Self {
-        let captured = |r: &R| seen(r).and_then(|x| x.captured).unwrap_or(0) as f64;
+        let count = |r: &R, f: fn(&Seen) -> Option<u64>| seen(r).and_then(f).unwrap_or(0) as f64;
+        let captured = |r: &R| count(r, |x| x.captured);
+        let named = |r: &R| count(r, |x| x.named);
         let of = |f: &dyn Fn(&R) -> f64, runs: &[R]| median(&runs.iter().map(f).collect::<Vec<_>>());
-        let extra: Vec<f64> = no_stacks
+        // Per round, (on − off) / the round's stacks-on count, over rounds
+        // that captured any.
+        let per_stack = |value: &dyn Fn(&R) -> f64, per: &dyn Fn(&R) -> f64| -> Vec<f64> {
+            no_stacks
+                .iter()
+                .zip(stacks)
+                .filter(|(_, on)| per(on) > 0.0)
+                .map(|(off, on)| (value(on) - value(off)) / per(on))
+                .collect()
+        };
+        let extra = per_stack(&|r| secs(r) * 1e6, &captured);
+        let cpu = |r: &R| seen(r).map_or(0.0, |x| x.collector_cpu_s);
+        let cpu_us = |r: &R| cpu(r) * 1e6;
+        let hook_ns = |r: &R| seen(r).map_or(0.0, |x| x.hook.0 as f64);
+        let hook_runs = |r: &R| seen(r).map_or(0.0, |x| x.hook.1 as f64);
+        let less_runs: Vec<f64> = no_stacks
             .iter()
             .zip(stacks)
-            .filter(|(_, on)| captured(on) > 0.0)
-            .map(|(off, on)| (secs(on) - secs(off)) * 1e6 / captured(on))
+            .filter(|(off, on)| captured(on) > 0.0 && hook_runs(off) > 0.0)
+            .map(|(off, on)| {
+                let extra_runs = hook_runs(on) - hook_runs(off);
+                (hook_ns(on) - hook_ns(off) - extra_runs * hook_ns(off) / hook_runs(off)) / captured(on)
+            })
             .collect();
-        let cpu = |r: &R| seen(r).map_or(0.0, |x| x.collector_cpu_s);
         let off_secs: Vec<f64> = no_stacks.iter().map(&secs).collect();
         let median_captured = of(&captured, stacks);
         Self {
             noise_us: (quantile(&off_secs, 0.75) - quantile(&off_secs, 0.25)) * 1e6 / median_captured,
             captured: median_captured,
-            distinct: of(&|r| seen(r).and_then(|x| x.distinct).unwrap_or(0) as f64, stacks),
+            distinct: of(&|r| count(r, |x| x.distinct), stacks),
+            named: of(&named, stacks),
             per_second: of(&|r| captured(r) / secs(r), stacks),
             sites: of(&|r| seen(r).map_or(0.0, |x| x.sites as f64), stacks),
             extra_us: if extra.is_empty() { f64::NAN } else { median(&extra) },
+            hook_names: stacks.iter().find_map(|r| seen(r).map(|x| x.hook_names.clone())).unwrap_or_default(),
+            hook_runs: (of(&hook_runs, no_stacks), of(&hook_runs, stacks)),
+            hook_ms: (of(&hook_ns, no_stacks) / 1e6, of(&hook_ns, stacks) / 1e6),
+            kernel_ns_per_stack: per_stack(&hook_ns, &captured),
+            kernel_ns_per_stack_less_runs: less_runs,
             cpu: (of(&cpu, no_stacks), of(&cpu, stacks)),
+            cpu_per_named_us: per_stack(&cpu_us, &named),
+            cpu_per_captured_us: per_stack(&cpu_us, &captured),
         }
     }
 }
@@ -520,8 +799,22 @@ mod tests {
     fn reads_the_stacks_line() {
         let stderr = "heaptrace: memory hook: BTF tracepoint sys_exit\n\
                       heaptrace: stacks: 5166 captured in the kernel (1172 distinct, 134 cut at 48 frames); 1172 named\n";
-        assert_eq!(parse_stacks_line(stderr), Some((5166, 1172)));
+        assert_eq!(parse_stacks_line(stderr), Some((5166, 1172, 1172)));
+        let now = "heaptrace: stacks: 209 captured in the kernel (89 distinct, 1 cut at 48 frames, 6 past code \
+                   without frame pointers, 0 of those not recovered, 0 rejected here); 88 named, 0 lost before they \
+                   were read; JS frames: 46 named, 8 left as [JS]; 195 frames in no file and no JS function\n";
+        assert_eq!(parse_stacks_line(now), Some((209, 89, 88)));
         assert_eq!(parse_stacks_line("heaptrace: memory hook: BTF tracepoint sys_exit\n"), None);
+    }
+
+    #[test]
+    fn reads_fdinfo() {
+        let info = "pos:\t0\nflags:\t02000002\nprog_type:\t26\nprog_id:\t1778\nrun_time_ns:\t123456\n\
+                    run_cnt:\t789\n";
+        assert_eq!(fdinfo(info, "prog_id"), Some(1778));
+        assert_eq!(fdinfo(info, "run_time_ns"), Some(123456));
+        assert_eq!(fdinfo(info, "run_cnt"), Some(789));
+        assert_eq!(fdinfo(info, "run"), None);
     }
 
     #[test]

@@ -25,8 +25,10 @@
 //!
 //! Allocation-stack capture: a GC-heavy Node workload and an Express-like
 //! server under `ab`, untraced, `heaptrace --no-stacks` and `heaptrace`, in
-//! alternating rounds; captured stacks and the extra time per stack. Needs
-//! ab (scripts/setup.sh).
+//! alternating rounds; captured stacks and the extra time per stack, and,
+//! with kernel.bpf_stats_enabled, the memory hook's kernel time per captured
+//! stack and the collector's CPU per stack named. Needs ab and bpftool
+//! (scripts/setup.sh).
 
 mod bench;
 mod bench_agent;
