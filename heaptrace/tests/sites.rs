@@ -230,8 +230,14 @@ fn express_handler_is_the_top_live_site() {
         "{}",
         describe(top)
     );
-    // 300 requests kept ~800 KB each: most of it is still live.
-    assert!(top["live_bytes"].as_u64().unwrap() >= 150 << 20, "{}", describe(top));
+    // 300 requests kept ~800 KB each: most of it is still live, in the
+    // handler's sites (one per distinct stack that reached it).
+    let handler_live: u64 = sites
+        .iter()
+        .filter(|s| first_js(s).is_some_and(|f| f["function"] == "handler"))
+        .map(|s| s["live_bytes"].as_u64().unwrap())
+        .sum();
+    assert!(handler_live >= 150 << 20, "{handler_live} live bytes; top site:\n{}", describe(top));
 }
 
 /// A Buffer leak: native memory (malloc'd outside V8's heap). The top
@@ -254,7 +260,14 @@ fn buffer_leak_names_node_and_the_js_caller() {
     assert!(missed * 20 <= scanned, "more than 5 % of the scans failed: {line}");
     let sites = sites(&records, pid);
     let top = sites.first().unwrap_or_else(|| panic!("no sites: {stderr}"));
-    assert_eq!(top["live_v8_bytes"], 0, "Buffers live outside V8's heap:\n{}", describe(top));
+    // Buffers live outside V8's heap. (A malloc'd block that happens to sit
+    // on V8's 256 KiB chunk alignment, one in 64, counts as V8's.)
+    let live = top["live_bytes"].as_u64().unwrap();
+    assert!(
+        top["live_v8_bytes"].as_u64().unwrap() * 10 < live,
+        "Buffers are native memory:\n{}",
+        describe(top)
+    );
     assert!(top["live_bytes"].as_u64().unwrap() >= 100 * (256 << 10), "{}", describe(top));
     let frames = top["frames"].as_array().unwrap();
     let js = first_js(top).unwrap_or_else(|| panic!("no JS caller:\n{}", describe(top)));

@@ -11,6 +11,7 @@ pub mod lifecycle;
 use std::{collections::BTreeMap, io, time::Duration};
 
 use anyhow::{Context, Result};
+use heaptrace_common::StackTrace;
 use tokio::{
     signal::unix::{SignalKind, signal},
     time::{Instant, MissedTickBehavior, interval, sleep_until},
@@ -21,7 +22,7 @@ use crate::{
     cli::Config,
     clock,
     core::{
-        EventKind, Input, Model, ModelConfig, Record, Sample,
+        Event, EventKind, Input, Model, ModelConfig, Record, Sample,
         container::parse_cgroup_path,
         input::Origin,
         record::{SCHEMA_VERSION, Started},
@@ -230,6 +231,7 @@ impl Collector<'_> {
     fn drain(&mut self) {
         let mut events = Vec::new();
         self.tracer.drain(&mut events);
+        self.name_new_stacks(&events);
         let mut actions = Vec::new();
         for event in events {
             if let EventKind::Mem { stack: Some(id), .. } = event.kind {
@@ -238,6 +240,33 @@ impl Collector<'_> {
             let model = &self.model;
             self.lifecycle.on_event(event, &|pid| model.is_live(pid), &mut actions);
             self.run_actions_at_runtime(actions.drain(..));
+        }
+    }
+
+    /// Names the new stacks of a drained batch, per process in one pass
+    /// (see `StackNamer::name_many`), before their events reach the model.
+    /// A process that joins within the batch has its stacks named one by
+    /// one as its events come ([`Self::name_stack`]).
+    fn name_new_stacks(&mut self, events: &[Event]) {
+        let mut new: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+        for event in events {
+            if let EventKind::Mem { stack: Some(id), .. } = event.kind
+                && !self.stacks.is_known(event.pid, id)
+                && self.model.is_live(event.pid)
+            {
+                let ids = new.entry(event.pid).or_default();
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        for (pid, ids) in new {
+            let traces: Vec<(u64, Option<StackTrace>)> =
+                ids.iter().map(|&id| (id, self.tracer.stack(id))).collect();
+            let named = self.stacks.name_many(pid, &traces, &mut self.v8);
+            for (id, frames) in ids.into_iter().zip(named) {
+                self.model.apply(Input::Stack { pid, id, frames }, &mut self.out);
+            }
         }
     }
 

@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 
 use heaptrace_common::StackTrace;
 
-use super::native::{NativeName, NativeSymbolizer};
+use super::native::{NativeName, NativeSymbolizer, lookup_addresses};
 use crate::{
     core::sites::{Frame, FrameKind},
     kernel::StackStats,
@@ -83,16 +83,53 @@ impl StackNamer {
         trace: Option<&StackTrace>,
         js: &mut dyn JsNamer,
     ) -> Vec<Frame> {
-        self.known.entry(pid).or_default().insert(id);
-        let Some(trace) = trace else {
-            self.stats.lost += 1;
-            return vec![Frame::unknown()];
-        };
-        self.stats.stacks += 1;
-        let len = (trace.len as usize).min(trace.pcs.len());
-        let pcs = &trace.pcs[..len];
+        self.name_many(pid, &[(id, trace.copied())], js).pop().unwrap_or_default()
+    }
+
+    /// Names several new stacks of one process at once: their addresses
+    /// are looked up in one pass over the process's mappings (reading
+    /// `/proc/PID/maps` is most of a lookup's cost). Remembers their keys.
+    pub fn name_many(
+        &mut self,
+        pid: u32,
+        stacks: &[(u64, Option<StackTrace>)],
+        js: &mut dyn JsNamer,
+    ) -> Vec<Vec<Frame>> {
+        let mut addrs = Vec::new();
+        for (id, trace) in stacks {
+            self.known.entry(pid).or_default().insert(*id);
+            if let Some(t) = trace {
+                addrs.extend(lookup_addresses(&t.pcs[..(t.len as usize).min(t.pcs.len())]));
+            }
+        }
         let mut natives =
-            self.native.symbolize_stack(pid, pcs).unwrap_or_else(|_| vec![NativeName::Unmapped; len]);
+            self.native.symbolize(pid, &addrs).unwrap_or_else(|_| vec![NativeName::Unmapped; addrs.len()]);
+        let mut out = Vec::with_capacity(stacks.len());
+        let mut rest = natives.as_mut_slice();
+        for (_, trace) in stacks {
+            let Some(trace) = trace else {
+                self.stats.lost += 1;
+                out.push(vec![Frame::unknown()]);
+                continue;
+            };
+            let len = (trace.len as usize).min(trace.pcs.len());
+            let (mine, after) = std::mem::take(&mut rest).split_at_mut(len);
+            rest = after;
+            out.push(self.frames_of(pid, trace, mine.to_vec(), js));
+        }
+        out
+    }
+
+    /// One stack's frames from its addresses' native names.
+    fn frames_of(
+        &mut self,
+        pid: u32,
+        trace: &StackTrace,
+        mut natives: Vec<NativeName>,
+        js: &mut dyn JsNamer,
+    ) -> Vec<Frame> {
+        self.stats.stacks += 1;
+        let pcs = &trace.pcs[..natives.len()];
         let scanned_from = trace.scanned_from as usize;
         // The kernel's scan past code without frame pointers found a word
         // that only looked like a frame record if the return address it
