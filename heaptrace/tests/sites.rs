@@ -120,7 +120,9 @@ fn number_before(line: &str, words: &str) -> u64 {
 /// site's first JS frame, with its file and line.
 fn big_arrays_are_named(version: &str) {
     require_root();
-    let (node, _comm) = unique_node(version, "ba");
+    // A tag per version: tests run in parallel and a name is per tag.
+    let tag = format!("b{}", version.split('.').next().unwrap());
+    let (node, _comm) = unique_node(version, &tag);
     let script = workload("sites/big-arrays.js");
     let line = line_of(&script, "function heaptraceBigArrayMaker");
     let (_node, pid) = start_node(&node, &[], &script, &[]);

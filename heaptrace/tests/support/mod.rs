@@ -407,11 +407,16 @@ pub fn unique_node(version: &str, tag: &str) -> (PathBuf, String) {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("unique-node");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(&comm);
-    let _ = std::fs::remove_file(&path);
     let original = node_bin(version);
-    if std::fs::hard_link(&original, &path).is_err() {
-        std::fs::copy(&original, &path).unwrap();
+    // Made aside and renamed into place: the name may be a hard link to
+    // another version's cached binary (a test that used the same tag), and
+    // writing through it would overwrite that cache.
+    let aside = dir.join(format!(".{comm}.{version}.new"));
+    let _ = std::fs::remove_file(&aside);
+    if std::fs::hard_link(&original, &aside).is_err() {
+        std::fs::copy(&original, &aside).unwrap();
     }
+    std::fs::rename(&aside, &path).unwrap();
     (path, comm)
 }
 
