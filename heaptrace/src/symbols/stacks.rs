@@ -61,9 +61,14 @@ pub trait JsNamer {
 /// Marks where the kernel's walk scanned past code without frame pointers.
 pub const SCANNED_MARK: &str = "[frames without frame pointers]";
 
+/// Native names kept per process before the cache starts over.
+const MAX_CACHED_ADDRESSES: usize = 65_536;
+
 #[derive(Default)]
 pub struct StackNamer {
     native: NativeSymbolizer,
+    /// Per process: address looked up → its native name.
+    native_cache: HashMap<u32, HashMap<u64, NativeName>>,
     known: HashMap<u32, HashSet<u64>>,
     pub stats: NamingStats,
 }
@@ -102,8 +107,7 @@ impl StackNamer {
                 addrs.extend(lookup_addresses(&t.pcs[..(t.len as usize).min(t.pcs.len())]));
             }
         }
-        let mut natives =
-            self.native.symbolize(pid, &addrs).unwrap_or_else(|_| vec![NativeName::Unmapped; addrs.len()]);
+        let mut natives = self.native_names(pid, &addrs);
         let mut out = Vec::with_capacity(stacks.len());
         let mut rest = natives.as_mut_slice();
         for (_, trace) in stacks {
@@ -118,6 +122,28 @@ impl StackNamer {
             out.push(self.frames_of(pid, trace, mine.to_vec(), js));
         }
         out
+    }
+
+    /// The native names of `addrs`, from the per-process cache where it has
+    /// them. New stacks mostly repeat known return addresses (a closure made
+    /// per request is a new function word on the same code), so most
+    /// batches need no lookup, and no read of `/proc/PID/maps`, at all.
+    fn native_names(&mut self, pid: u32, addrs: &[u64]) -> Vec<NativeName> {
+        let cache = self.native_cache.entry(pid).or_default();
+        if cache.len() > MAX_CACHED_ADDRESSES {
+            cache.clear();
+        }
+        let mut missing: Vec<u64> = addrs.iter().copied().filter(|a| !cache.contains_key(a)).collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty() {
+            match self.native.symbolize(pid, &missing) {
+                Ok(names) => cache.extend(missing.into_iter().zip(names)),
+                // The process is gone: nothing to cache.
+                Err(_) => return vec![NativeName::Unmapped; addrs.len()],
+            }
+        }
+        addrs.iter().map(|a| cache.get(a).cloned().unwrap_or(NativeName::Unmapped)).collect()
     }
 
     /// One stack's frames from its addresses' native names.
@@ -238,6 +264,7 @@ impl StackNamer {
     /// A process is gone (or exec'd): its stacks and caches go.
     pub fn forget(&mut self, pid: u32) {
         self.known.remove(&pid);
+        self.native_cache.remove(&pid);
         self.native.forget(pid);
     }
 }
