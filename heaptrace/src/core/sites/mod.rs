@@ -40,6 +40,23 @@ pub struct AllocationSite {
     pub frames: Vec<Frame>,
 }
 
+/// Native frames that only say how memory is obtained, not who wants it:
+/// libc's wrappers and malloc, and V8's page allocator. A site without JS
+/// frames is named by the first frame past them (`SemiSpace::Commit`: the
+/// young generation grew; `PagedSpace::Expand`: an old space did).
+fn is_plumbing(f: &Frame) -> bool {
+    const V8_PLUMBING: [&str; 6] = [
+        "v8::base::",
+        "v8::internal::MemoryAllocator::",
+        "v8::internal::VirtualMemory::",
+        "v8::internal::MemoryChunk::",
+        "v8::internal::PageAllocator::",
+        "v8::platform::",
+    ];
+    f.file.as_deref().is_some_and(|file| file.contains("/libc.so"))
+        || V8_PLUMBING.iter().any(|prefix| f.function.starts_with(prefix))
+}
+
 impl AllocationSite {
     /// The first (innermost) JS frame that has a name, if any.
     pub fn first_js_frame(&self) -> Option<&Frame> {
@@ -49,18 +66,17 @@ impl AllocationSite {
     /// The frame a one-line answer names the site by: its first named JS
     /// frame in the application's code (Node's own `node:` modules, such as
     /// the `Buffer.alloc` path, are how, not who), else its first named JS
-    /// frame, else its first named frame outside libc (the syscall wrapper
-    /// and malloc say nothing about the code), else its first frame.
+    /// frame, else its first named frame past libc and V8's page allocator
+    /// (see [`is_plumbing`]), else its first frame.
     pub fn headline_frame(&self) -> Option<usize> {
         let named_js = |f: &Frame| f.kind == FrameKind::Js && f.is_named();
         let application =
             |f: &Frame| named_js(f) && !f.file.as_deref().is_some_and(|file| file.starts_with("node:"));
-        let outside_libc =
-            |f: &Frame| f.is_named() && !f.file.as_deref().is_some_and(|file| file.contains("/libc.so"));
+        let past_plumbing = |f: &Frame| f.is_named() && !is_plumbing(f);
         let position = |pred: &dyn Fn(&Frame) -> bool| self.frames.iter().position(pred);
         position(&application)
             .or_else(|| position(&named_js))
-            .or_else(|| position(&outside_libc))
+            .or_else(|| position(&past_plumbing))
             .or((!self.frames.is_empty()).then_some(0))
     }
 
@@ -74,7 +90,8 @@ impl AllocationSite {
     pub fn headline_with_caller(&self) -> String {
         let Some(i) = self.headline_frame() else { return "[unknown]".into() };
         let head = &self.frames[i];
-        let caller = self.frames[i + 1..].iter().find(|f| f.kind == head.kind && f.is_named());
+        let caller =
+            self.frames[i + 1..].iter().find(|f| f.kind == head.kind && f.is_named() && !is_plumbing(f));
         match caller {
             Some(c) => format!("{} \u{2190} {}", head.label(), c.label()),
             None => head.label(),

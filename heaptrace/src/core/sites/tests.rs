@@ -52,6 +52,23 @@ fn the_headline_is_the_applications_function() {
     assert_eq!(site.headline_with_caller(), "hoard (app.js:12) \u{2190} tick (app.js:30)");
     let native_only = AllocationSite { frames: vec![native("mmap")], ..site.clone() };
     assert_eq!(native_only.headline(), "mmap");
+    // V8's page allocator says how, the frame past it says why.
+    let libc = Frame { file: Some("/usr/lib/x86_64-linux-gnu/libc.so.6".into()), ..native("__mprotect") };
+    let gc_page = AllocationSite {
+        frames: vec![
+            libc,
+            native("v8::base::OS::SetPermissions"),
+            native("v8::internal::MemoryAllocator::AllocatePage"),
+            native("v8::internal::SemiSpace::Commit"),
+            native("v8::internal::MemoryAllocator::Unmapper::X"),
+            native("v8::internal::Heap::PerformGarbageCollection"),
+        ],
+        ..site.clone()
+    };
+    assert_eq!(
+        gc_page.headline_with_caller(),
+        "v8::internal::SemiSpace::Commit \u{2190} v8::internal::Heap::PerformGarbageCollection"
+    );
 }
 
 #[test]
