@@ -1,8 +1,9 @@
 // mini-express.js: a tiny Express-like app on node:http, shared by the
 // Express-like workloads (diagnosis/express-leak.js, sites/express-churn.js):
-// app.use(mw), app.get(path, handler), res.send(body, status). The call
-// chain of a request (app → next → middleware → next → handler) is the
-// shape Express gives its stacks.
+// app.use(mw), app.get(path, handler), res.send(body, status), and
+// app.requests, counted by a first middleware that also stamps
+// req.startedAt. The call chain of a request (app → next → middleware →
+// next → handler) is the shape Express gives its stacks.
 'use strict';
 
 function createApp() {
@@ -27,6 +28,12 @@ function createApp() {
   };
   app.use = (fn) => middleware.push(fn);
   app.get = (path, fn) => routes.set(`GET ${path}`, fn);
+  app.requests = 0;
+  app.use((req, res, next) => {
+    app.requests++;
+    req.startedAt = Date.now();
+    next();
+  });
   return app;
 }
 

@@ -45,6 +45,9 @@ fn spawn(command: &mut Command) -> Child {
 fn start_node(node: &Path, args: &[&str], script: &Path, env: &[(&str, &str)]) -> (ChildGuard, u32) {
     let mut command = Command::new(node);
     command.args(args).arg(script).envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    // Out of the source tree: with --perf-basic-prof, node writes a log
+    // (isolate-*-v8.log) into its working directory.
+    command.current_dir(env!("CARGO_TARGET_TMPDIR"));
     let mut child = spawn(&mut command);
     let out = line_channel(child.stdout.take().unwrap());
     let pid = child.id();

@@ -25,20 +25,14 @@ const ARRAY_LEN = num('ARRAY_LEN', 100000);
 const { createApp } = require('../mini-express.js');
 
 const app = createApp();
-let requests = 0;
-app.use((req, res, next) => {
-  requests++;
-  req.startedAt = Date.now();
-  next();
-});
 
 const leaks = [];
 // A named handler, so allocation sites and stacks can say whose it is.
 app.get('/', function handler(req, res) {
-  leaks.push({ name: `leak-${requests}`, arr: new Array(ARRAY_LEN) }); // the leak
+  leaks.push({ name: `leak-${app.requests}`, arr: new Array(ARRAY_LEN) }); // the leak
   res.send('Hello World');
 });
-stats(() => `requests=${requests} leaks=${leaks.length}`);
+stats(() => `requests=${app.requests} leaks=${leaks.length}`);
 
 const server = http.createServer(app);
 server.keepAliveTimeout = 65000;

@@ -6,7 +6,7 @@ use std::{
     fs,
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Child, ChildStdout, Command, Stdio},
     time::Duration,
 };
 
@@ -200,23 +200,54 @@ impl<'a> Report<'a> {
     }
 }
 
-fn run_once(node: &Path, script: &Path, bursts: u64, heaptrace: Option<&Path>) -> Result<Run> {
-    let mut child = Command::new(node)
-        .arg(script)
-        .args(["0", "--bursts", &bursts.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line)?;
-    ensure!(line.trim() == "READY", "workload said {line:?}");
+/// workloads/gc-heavy.js, started for `bursts` of fixed work and waiting
+/// (it prints READY) for "go" on its stdin.
+pub(crate) struct GcWorkload {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+}
 
+impl GcWorkload {
+    pub(crate) fn start(node: &Path, script: &Path, bursts: u64) -> Result<Self> {
+        let mut child = Command::new(node)
+            .arg(script)
+            .args(["0", "--bursts", &bursts.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        ensure!(line.trim() == "READY", "workload said {line:?}");
+        Ok(Self { child, stdout })
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Starts the work and returns its wall time (its DONE line), once the
+    /// workload has exited.
+    pub(crate) fn run(mut self) -> Result<f64> {
+        writeln!(self.child.stdin.as_mut().unwrap(), "go")?;
+        let mut wall_ms = None;
+        for l in self.stdout.lines() {
+            if let Some(ms) = l?.strip_prefix("DONE ") {
+                wall_ms = ms.trim().parse().ok();
+            }
+        }
+        self.child.wait()?;
+        wall_ms.context("no DONE from the workload")
+    }
+}
+
+fn run_once(node: &Path, script: &Path, bursts: u64, heaptrace: Option<&Path>) -> Result<Run> {
+    let workload = GcWorkload::start(node, script, bursts)?;
     let tracer = match heaptrace {
         None => None,
         Some(bin) => {
             let mut t = Command::new(bin)
-                .args(["--pid", &child.id().to_string(), "--interval", "1s", "-o", "json"])
+                .args(["--pid", &workload.pid().to_string(), "--interval", "1s", "-o", "json"])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()?;
@@ -226,21 +257,8 @@ fn run_once(node: &Path, script: &Path, bursts: u64, heaptrace: Option<&Path>) -
             Some((t, out))
         }
     };
-    writeln!(child.stdin.as_mut().unwrap(), "go")?;
-    let mut wall_ms = None;
-    for l in stdout.lines() {
-        let l = l?;
-        if let Some(ms) = l.strip_prefix("DONE ") {
-            wall_ms = ms.trim().parse().ok();
-        }
-    }
-    child.wait()?;
-    let mut run = Run {
-        wall_ms: wall_ms.context("no DONE from the workload")?,
-        gcs: None,
-        pause_ms: None,
-        marking_steps: None,
-    };
+    let wall_ms = workload.run()?;
+    let mut run = Run { wall_ms, gcs: None, pause_ms: None, marking_steps: None };
     if let Some((mut t, out)) = tracer {
         // heaptrace ends by itself when the workload exits; its last line is
         // the summary.

@@ -16,7 +16,7 @@
 use std::{
     fmt::Write as _,
     fs, io,
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufRead, BufReader, Read},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::Path,
     process::{Child, ChildStdout, Command, Stdio},
@@ -30,6 +30,7 @@ use crate::bench::{
     bpf_programs, build_heaptrace, host_model, kernel_release, median, quantile, repo_root, with_bpf_stats,
     write_report,
 };
+use crate::bench_gc::GcWorkload;
 
 /// How a workload runs in a round.
 #[derive(Clone, Copy, PartialEq)]
@@ -152,29 +153,13 @@ fn describe(seen: Option<&Seen>) -> String {
 /// One GC-heavy run, as bench-gc runs it: heaptrace attaches once node has
 /// booted, the fixed work starts, heaptrace ends when node exits.
 fn gc_once(node: &Path, script: &Path, bursts: u64, heaptrace: &Path, mode: Mode) -> Result<GcRun> {
-    let mut child = Command::new(node)
-        .arg(script)
-        .args(["0", "--bursts", &bursts.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line)?;
-    ensure!(line.trim() == "READY", "workload said {line:?}");
-    let tracer = Tracer::start(heaptrace, child.id(), mode)?;
-    writeln!(child.stdin.as_mut().unwrap(), "go")?;
-    let mut wall_ms = None;
-    for l in stdout.lines() {
-        if let Some(ms) = l?.strip_prefix("DONE ") {
-            wall_ms = ms.trim().parse().ok();
-        }
-    }
-    child.wait()?;
+    let workload = GcWorkload::start(node, script, bursts)?;
+    let tracer = Tracer::start(heaptrace, workload.pid(), mode)?;
+    let wall_ms = workload.run()?;
     // heaptrace ends by itself once the workload has exited.
     let seen = tracer.map(|t| t.finish(false)).transpose()?;
     thread::sleep(Duration::from_millis(200));
-    Ok(GcRun { wall_ms: wall_ms.context("no DONE from the workload")?, seen })
+    Ok(GcRun { wall_ms, seen })
 }
 
 /// One server run: a fresh express-churn.js, warmed up untraced, then (in

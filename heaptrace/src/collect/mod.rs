@@ -8,7 +8,11 @@
 mod exports;
 pub mod lifecycle;
 
-use std::{collections::BTreeMap, io, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io,
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use heaptrace_common::StackTrace;
@@ -248,16 +252,13 @@ impl Collector<'_> {
     /// A process that joins within the batch has its stacks named one by
     /// one as its events come ([`Self::name_stack`]).
     fn name_new_stacks(&mut self, events: &[Event]) {
-        let mut new: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+        let mut new: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
         for event in events {
             if let EventKind::Mem { stack: Some(id), .. } = event.kind
                 && !self.stacks.is_known(event.pid, id)
                 && self.model.is_live(event.pid)
             {
-                let ids = new.entry(event.pid).or_default();
-                if !ids.contains(&id) {
-                    ids.push(id);
-                }
+                new.entry(event.pid).or_default().insert(id);
             }
         }
         for (pid, ids) in new {
