@@ -13,6 +13,7 @@ pub mod cli;
 pub mod clock;
 pub mod collect;
 pub mod core;
+pub mod heap;
 pub mod host;
 pub mod kernel;
 pub mod output;
