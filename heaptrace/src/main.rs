@@ -1,9 +1,13 @@
-use std::{future::Future, io, process::ExitCode};
+use std::{
+    future::Future,
+    io::{self, Write},
+    process::ExitCode,
+};
 
 use heaptrace::{
     cli::{self, Command, Config, OutputFormat},
-    collect::{self, Stop},
-    output::{JsonSink, Sink, TextSink},
+    collect,
+    output::{JsonSink, Sink, TextSink, write_heap_report},
 };
 
 fn main() -> ExitCode {
@@ -29,6 +33,26 @@ fn main() -> ExitCode {
                 Err(message) => return usage_error("heaptrace agent", &message),
             };
             run_to_end("heaptrace agent", heaptrace::agent::run(args, config))
+        }
+        Command::Heap(args) => {
+            let config = match cli::heap_config(&args) {
+                Ok(config) => config,
+                Err(message) => return usage_error("heaptrace heap", &message),
+            };
+            let (output, top) = (args.output, args.top as usize);
+            run_to_end("heaptrace heap", async move {
+                let mut say = |line: String| eprintln!("heaptrace: {line}");
+                let report = heaptrace::heap::run::inspect(&config, &mut say).await?;
+                let mut stdout = io::stdout().lock();
+                match output {
+                    OutputFormat::Text => write_heap_report(&mut stdout, &report, top)?,
+                    OutputFormat::Json => {
+                        serde_json::to_writer(&mut stdout, &heaptrace::core::Record::Heap(report))?;
+                        writeln!(stdout)?;
+                    }
+                }
+                Ok(())
+            })
         }
     }
 }
@@ -58,7 +82,7 @@ fn usage_error(program: &str, message: &str) -> ExitCode {
 /// thread (the collector is a single task, and on a small host every core
 /// it leaves alone is one the traced workload keeps), with a `LocalSet`
 /// for tasks that share the collector's state (the agent's HTTP handlers).
-fn run_to_end(program: &str, task: impl Future<Output = anyhow::Result<Stop>>) -> ExitCode {
+fn run_to_end<T>(program: &str, task: impl Future<Output = anyhow::Result<T>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

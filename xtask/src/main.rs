@@ -29,11 +29,17 @@
 //! with kernel.bpf_stats_enabled, the memory hook's kernel time per captured
 //! stack and the collector's CPU per stack named. Needs ab and bpftool
 //! (scripts/setup.sh).
+//!
+//!   cargo xtask bench-heap [--rounds 3]
+//!
+//! `heaptrace heap`'s snapshot pause on 10, 100 and 500 MB heaps, against
+//! node's own `--heapsnapshot-signal` snapshot, and heaptrace's own cost.
 
 mod bench;
 mod bench_agent;
 mod bench_all;
 mod bench_gc;
+mod bench_heap;
 mod bench_stacks;
 
 use anyhow::Result;
@@ -113,6 +119,16 @@ enum Task {
         #[arg(long, default_value = "bench/results/stacks.md")]
         out: std::path::PathBuf,
     },
+    /// What a heap snapshot costs the process: pause vs heap size, paired
+    /// with node's own --heapsnapshot-signal.
+    BenchHeap {
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long)]
+        node: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "bench/results/heap.md")]
+        out: std::path::PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -133,6 +149,9 @@ fn main() -> Result<()> {
         ),
         Task::BenchStacks { rounds, bursts, requests, node, out } => {
             bench_stacks::stacks(rounds, bursts, requests, &node.unwrap_or_else(bench_gc::default_node), &out)
+        }
+        Task::BenchHeap { rounds, node, out } => {
+            bench_heap::heap_snapshot_cost(rounds, &node.unwrap_or_else(bench_gc::default_node), &out)
         }
     }
 }

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 
-use super::{AgentArgs, SelectionArgs, TraceArgs, TracingArgs};
+use super::{AgentArgs, HeapArgs, SelectionArgs, TraceArgs, TracingArgs};
 use crate::{
+    heap::run::{HeapConfig, Mode},
     host::select::{COMM_MAX, Selection},
     kernel::MemHookChoice,
 };
@@ -49,6 +50,8 @@ pub struct Config {
     /// `--flamegraph` and `--pprof`: written at the end.
     pub flamegraph: Option<std::path::PathBuf>,
     pub pprof: Option<std::path::PathBuf>,
+    /// `--on-leak`, and for how long it diffs or samples.
+    pub on_leak: Option<(crate::collect::on_leak::OnLeakAction, Duration)>,
 }
 
 impl Config {
@@ -67,6 +70,10 @@ impl Config {
         config.stack_min_bytes = if args.no_stacks { 0 } else { args.stack_min };
         config.flamegraph = args.flamegraph.as_deref().map(|p| output_file("--flamegraph", p)).transpose()?;
         config.pprof = args.pprof.as_deref().map(|p| output_file("--pprof", p)).transpose()?;
+        if args.on_leak_over < Duration::from_secs(1) || args.on_leak_over > MAX_HEAP_WAIT {
+            return Err("--on-leak-over must be from 1s to 1h (the inspector stays open that long)".into());
+        }
+        config.on_leak = args.on_leak.map(|action| (action, args.on_leak_over));
         Ok(config)
     }
 
@@ -127,8 +134,33 @@ impl Config {
             stack_min_bytes: 0,
             flamegraph: None,
             pprof: None,
+            on_leak: None,
         })
     }
+}
+
+/// Longest `--diff` or `--sample`: the inspector stays open that long.
+const MAX_HEAP_WAIT: Duration = Duration::from_secs(3600);
+
+/// `heaptrace heap`: what to take, with the flags checked.
+pub fn heap(args: &HeapArgs) -> Result<HeapConfig, String> {
+    let mode = match (args.diff, args.sample) {
+        (Some(d), None) => Mode::Diff(d),
+        (None, Some(d)) => Mode::Sample(d),
+        (None, None) => Mode::Summary,
+        (Some(_), Some(_)) => return Err("--diff and --sample do not go together".into()),
+    };
+    if let Mode::Diff(d) | Mode::Sample(d) = mode {
+        let flag = if matches!(mode, Mode::Diff(_)) { "--diff" } else { "--sample" };
+        if d < Duration::from_secs(1) || d > MAX_HEAP_WAIT {
+            return Err(format!("{flag} must be from 1s to 1h (the inspector stays open that long)"));
+        }
+    }
+    if args.force && matches!(mode, Mode::Sample(_)) {
+        return Err("--force is for snapshots: --sample does not pause the process".into());
+    }
+    let save = args.save.as_deref().map(|p| output_file("--save", p)).transpose()?;
+    Ok(HeapConfig { pid: args.pid, mode, max_heap: args.max_heap, force: args.force, save, retainers: 3 })
 }
 
 /// A `--dump-dir`: made if missing (mode 0700: dumps hold the process's

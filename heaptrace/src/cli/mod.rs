@@ -17,7 +17,7 @@ mod tests;
 use std::{net::SocketAddr, time::Duration};
 
 use clap::{Arg, ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-pub use config::{Config, OutputFormat};
+pub use config::{Config, OutputFormat, heap as heap_config};
 
 use crate::{kernel::MemHookChoice, units};
 
@@ -27,6 +27,7 @@ const EXAMPLES: &str = "Examples:
   sudo heaptrace --container 3f4e1d2c   # one container, by id prefix
   sudo heaptrace --all -o json > host.jsonl
   sudo heaptrace agent                  # Prometheus metrics for every node process
+  sudo heaptrace heap 4242 --diff 30s   # what grew in the JS heap, and what holds it
 
 --comm and --container/--cgroup combine like pgrep's options (all must match);
 repeating one flag gives alternatives; --pid adds processes outright.";
@@ -60,7 +61,25 @@ pub enum Command {
                       Every flag has an environment variable, HEAPTRACE_<FLAG> (lists comma-separated).\n\
                       Example:\n  sudo heaptrace agent --listen 0.0.0.0:9464")]
     Agent(AgentArgs),
+    /// What is in a node process's JS heap and what keeps it there, through
+    /// node's inspector (opt-in: this one touches the process).
+    #[command(after_help = HEAP_HELP)]
+    Heap(HeapArgs),
 }
+
+const HEAP_HELP: &str =
+    "What it does to the process: sends it SIGUSR1, which makes node open its inspector on
+127.0.0.1:9229 inside the process's own network namespace; connects there; takes heap
+snapshots (each pauses the process's JavaScript while V8 writes it) or runs the
+sampling heap profiler (no pause); then closes the inspector again. Refuses when it
+cannot do that safely (not node, --disable-sigusr1, the permission model, an
+application SIGUSR1 handler, a debugger already attached, the port taken).
+Snapshots hold the process's data: they stay in memory unless --save is given.
+
+Examples:
+  sudo heaptrace heap 4242                 # classes by retained size, and what holds the top ones
+  sudo heaptrace heap 4242 --diff 30s      # what grew between two snapshots 30 s apart
+  sudo heaptrace heap 4242 --sample 30s    # which functions allocated what is still alive (no pause)";
 
 impl Cli {
     /// The subcommand to run (`trace` when none was given).
@@ -172,6 +191,18 @@ pub struct TraceArgs {
     #[arg(long, value_name = "FILE.pb.gz")]
     pub pprof: Option<std::path::PathBuf>,
 
+    /// When a process's JS heap is judged to leak, look inside it once
+    /// through its inspector (as `heaptrace heap` does: SIGUSR1, then closed
+    /// again): `heap-diff` takes two snapshots --on-leak-over apart (each
+    /// pauses the process; refused above a 1 GiB heap), `sample` runs the
+    /// sampling heap profiler (no pause). Off by default.
+    #[arg(long, value_enum, value_name = "ACTION")]
+    pub on_leak: Option<crate::collect::on_leak::OnLeakAction>,
+
+    /// How far apart --on-leak's snapshots are, or how long it samples.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = units::parse_duration)]
+    pub on_leak_over: Duration,
+
     #[command(flatten)]
     pub tracing: TracingArgs,
 }
@@ -206,6 +237,49 @@ pub struct AgentArgs {
 
     #[command(flatten)]
     pub tracing: TracingArgs,
+}
+
+/// `heaptrace heap PID`.
+#[derive(Debug, Clone, Args)]
+pub struct HeapArgs {
+    /// The node process.
+    #[arg(value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pid: u32,
+
+    /// Take two snapshots this far apart and show what grew between them
+    /// (by the memory the new objects hold), and what holds it.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, conflicts_with = "sample")]
+    pub diff: Option<Duration>,
+
+    /// Run the sampling heap profiler for this long instead of taking a
+    /// snapshot (no pause): which JS functions allocated the memory still
+    /// alive at the end.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    pub sample: Option<Duration>,
+
+    /// Refuse to take a snapshot of a JS heap larger than this (a snapshot
+    /// pauses the process about 7 ms per MiB of heap, and needs about as
+    /// much memory again inside it).
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = units::parse_size)]
+    pub max_heap: u64,
+
+    /// Take the snapshot even above --max-heap.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Also write the snapshot (with --diff, the second to FILE-2 before its
+    /// extension) or the sampling profile to this file, readable by root only (mode 0600); Chrome
+    /// DevTools opens them.
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<std::path::PathBuf>,
+
+    /// Classes (or sites) shown.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub top: u32,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 /// The full command definition: the derived one, with the agent's

@@ -8,7 +8,38 @@ fn parse(args: &[&str]) -> Result<Config, String> {
     match cli.into_command() {
         Command::Trace(args) => Config::trace(args),
         Command::Agent(args) => Config::agent(&args),
+        Command::Heap(_) => Err("a heap command".into()),
     }
+}
+
+fn parse_heap(args: &[&str]) -> Result<crate::heap::run::HeapConfig, String> {
+    let cli = parse_from(["heaptrace", "heap"].into_iter().chain(args.iter().copied()))
+        .map_err(|e| e.to_string())?;
+    match cli.into_command() {
+        Command::Heap(args) => heap_config(&args),
+        other => panic!("not a heap command: {other:?}"),
+    }
+}
+
+#[test]
+fn heap_takes_a_pid_and_one_mode() {
+    use crate::heap::run::Mode;
+    let plain = parse_heap(&["4242"]).unwrap();
+    assert_eq!((plain.pid, plain.mode, plain.force), (4242, Mode::Summary, false));
+    assert_eq!(plain.max_heap, crate::heap::run::DEFAULT_MAX_HEAP);
+    assert_eq!(parse_heap(&["4242", "--diff", "30s"]).unwrap().mode, Mode::Diff(Duration::from_secs(30)));
+    assert_eq!(parse_heap(&["4242", "--sample", "1m"]).unwrap().mode, Mode::Sample(Duration::from_secs(60)));
+    let err = |a: &[&str]| parse_heap(a).unwrap_err();
+    assert!(err(&[]).contains("<PID>"));
+    assert!(err(&["0"]).contains("0"));
+    assert!(err(&["42", "--diff", "1s", "--sample", "1s"]).contains("cannot be used with"));
+    assert!(err(&["42", "--diff", "10ms"]).contains("from 1s to 1h"));
+    assert!(err(&["42", "--sample", "2h"]).contains("from 1s to 1h"));
+    assert!(err(&["42", "--sample", "5s", "--force"]).contains("does not pause"));
+    assert!(err(&["42", "--save", "/no/such/dir/x.heapsnapshot"]).contains("no such directory"));
+    assert!(err(&["42", "--save", "/tmp"]).contains("is a directory"));
+    // Tracing flags are not heap flags.
+    assert!(err(&["42", "--pid", "43"]).contains("unexpected argument"));
 }
 
 #[test]
@@ -21,7 +52,7 @@ fn the_definition_is_consistent() {
 #[test]
 fn help_is_pinned() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/cli/help");
-    for (file, sub) in [("heaptrace.txt", None), ("agent.txt", Some("agent"))] {
+    for (file, sub) in [("heaptrace.txt", None), ("agent.txt", Some("agent")), ("heap.txt", Some("heap"))] {
         let mut cmd = command().term_width(100);
         let help = match sub {
             None => cmd.render_long_help().to_string(),

@@ -7,6 +7,7 @@
 
 mod exports;
 pub mod lifecycle;
+pub mod on_leak;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -96,9 +97,15 @@ pub async fn run(config: Config, sink: &mut dyn Sink) -> Result<Stop> {
         exports: exports::Exports { flamegraph: config.flamegraph.clone(), pprof: config.pprof.clone() },
         exports_written: true,
         out: Vec::new(),
+        on_leak: on_leak::OnLeak::new(config.on_leak),
     };
     c.begin()?;
-    let stop = match c.main_loop(&config).await.and_then(|stop| c.finish().map(|()| stop)) {
+    let looped = c.main_loop(&config).await;
+    // Inspections under way close their inspectors before anything ends.
+    for (pid, result) in c.on_leak.finish().await {
+        c.heap_done(pid, result);
+    }
+    let stop = match looped.and_then(|stop| c.finish().map(|()| stop)) {
         Ok(stop) => stop,
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Stop::OutputClosed,
         Err(e) => return Err(e).context("writing output"),
@@ -124,6 +131,8 @@ struct Collector<'a> {
     exports_written: bool,
     /// Records made and not yet written.
     out: Vec<Record>,
+    /// `--on-leak`'s inspections.
+    on_leak: on_leak::OnLeak,
 }
 
 impl Collector<'_> {
@@ -200,6 +209,7 @@ impl Collector<'_> {
                     self.sink.tick(&self.stats());
                 }
                 _ = rescan_tick.tick(), if follows => self.rescan(),
+                (pid, result) = self.on_leak.next() => self.heap_done(pid, result),
             }
             self.emit()?;
             if !follows && !self.model.any_live() {
@@ -462,8 +472,18 @@ impl Collector<'_> {
 
     /// Writes the records made so far; a death's flight recording goes to
     /// its dump file first, so its record can say where.
+    /// An `--on-leak` inspection's end: its report into the model, or why
+    /// there is none.
+    fn heap_done(&mut self, pid: u32, result: Result<crate::heap::HeapReport, String>) {
+        match result {
+            Ok(report) => self.model.apply(Input::Heap(Box::new(report)), &mut self.out),
+            Err(e) => eprintln!("heaptrace: pid {pid}: --on-leak: {e}"),
+        }
+    }
+
     fn emit(&mut self) -> io::Result<()> {
         let mut records = std::mem::take(&mut self.out);
+        self.on_leak.watch(&records);
         for record in &mut records {
             if let (Record::Death(death), Some(dir)) = (&mut *record, &self.dump_dir) {
                 match dump::write(dir, death) {

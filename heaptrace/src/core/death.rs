@@ -112,6 +112,7 @@ pub fn death(
         memory,
         verdict,
         allocation_sites: p.sites.sites().into_iter().take(DEATH_SITES).collect(),
+        heap: p.diagnosis.heap.clone(),
         cgroup_path: p.group.clone(),
         cgroup_id: p.cgroup_id,
         container: p.container.clone(),

@@ -33,6 +33,9 @@ pub enum Input {
     /// made from it. Sent once per stack, before the first event that uses
     /// it, so a recording holds every name it needs.
     Stack { pid: u32, id: u64, frames: Vec<Frame> },
+    /// What `--on-leak` found in a process's JS heap (through its
+    /// inspector). Boxed: rare and large.
+    Heap(Box<crate::heap::HeapReport>),
     /// V8's heap limit of a process (`v8.getHeapStatistics().heap_size_limit`
     /// of its main isolate), read from the process itself.
     HeapLimit {

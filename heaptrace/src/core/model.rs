@@ -99,6 +99,12 @@ impl Model {
                     p.sites.define(id, frames);
                 }
             }
+            Input::Heap(report) => {
+                if let Some(p) = self.processes.get_mut(&report.pid) {
+                    p.diagnosis.heap = Some(report.clone());
+                }
+                out.push(Record::Heap(*report));
+            }
             Input::HeapLimit { pid, ts_ns, bytes, old_generation_bytes } => {
                 self.observe_time(ts_ns);
                 if let Some(p) = self.processes.get_mut(&pid) {

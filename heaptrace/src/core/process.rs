@@ -69,6 +69,8 @@ pub struct Diagnosis {
     pub death_explanation: Option<String>,
     /// When the allocation sites' growth window last moved on.
     pub sites_marked_ns: u64,
+    /// What `--on-leak` found in its JS heap, the latest.
+    pub heap: Option<Box<crate::heap::HeapReport>>,
 }
 
 impl Default for Diagnosis {
@@ -84,6 +86,7 @@ impl Default for Diagnosis {
             death: None,
             death_explanation: None,
             sites_marked_ns: 0,
+            heap: None,
         }
     }
 }

@@ -19,7 +19,7 @@ pub use super::{
 
 /// The version of this schema, in the `start` record. docs/json-output.md
 /// keeps the change log.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -46,6 +46,9 @@ pub enum Record {
     /// listed one by one (`mapping` records need `--events`).
     Mappings(MappingsSummary),
     Summary(Summary),
+    /// What a process's JS heap holds (`heaptrace heap`, or the tracer's
+    /// `--on-leak`): classes, their growth, retainers, sampled sites.
+    Heap(crate::heap::HeapReport),
 }
 
 /// How tracing was set up; emitted once the programs are attached and the

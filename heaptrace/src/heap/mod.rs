@@ -12,7 +12,8 @@
 
 pub mod inspector;
 pub mod report;
+pub mod run;
 pub mod sampling;
 pub mod snapshot;
 
-pub use report::{ClassStats, Cost, HeapReport, PathStep, RetainerPath, SampledSite};
+pub use report::{ClassStats, Cost, HeapMode, HeapReport, PathStep, RetainerPath, SampledSite};

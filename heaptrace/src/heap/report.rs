@@ -1,11 +1,11 @@
 //! What `heaptrace heap` found, as plain values: the text and JSON outputs,
 //! the tracer's `--on-leak` and death dumps all take these.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One constructor's objects in a snapshot (DevTools' summary view, llnode's
 /// `v8 findjsobjects`), and with `--diff` what changed between two.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClassStats {
     /// The constructor's name (`Object`, `Array`, a class name), or V8's
     /// name for objects that have none (`(string)`, `(closure)`, `(system)`).
@@ -26,12 +26,29 @@ pub struct ClassStats {
     /// (allocated in between and still alive).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub new_count: Option<u64>,
+    /// `--diff`: what the new objects of this class hold, their retained
+    /// sizes added up. A leak's objects hold the most: this orders the diff.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_retained_bytes: Option<u64>,
+}
+
+impl ClassStats {
+    /// A class the application made (a constructor's name), not one of
+    /// V8's own kinds of object (`(array)`, `(string)`, `system / Context`):
+    /// the leak's fingerprint is told in these, V8's are listed apart.
+    pub fn is_user_class(&self) -> bool {
+        is_user_class(&self.name)
+    }
+}
+
+pub fn is_user_class(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('(') && !name.starts_with("system /")
 }
 
 /// The shortest chain of strong references from a GC root to one instance
 /// of a class: why it is still alive (llnode's `v8 findrefs`, DevTools'
 /// retainers).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetainerPath {
     /// The class whose instance this is.
     pub class: String,
@@ -43,7 +60,7 @@ pub struct RetainerPath {
 
 /// One reference on a retainer path: the edge taken and the object it
 /// reaches.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PathStep {
     /// How the holder refers to it: a property or variable name (`leaks`),
     /// an element (`[1289]`), or V8's internal name (`(table)`).
@@ -58,7 +75,7 @@ pub struct PathStep {
 
 /// One allocation site of the sampling heap profiler: memory allocated by
 /// this function and still alive when sampling stopped.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SampledSite {
     /// `(anonymous)` for anonymous functions, as DevTools shows them.
     pub function: String,
@@ -75,7 +92,7 @@ pub struct SampledSite {
 }
 
 /// What the command did to get its answer, said alongside it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cost {
     /// JS heap in use before the first snapshot (Runtime.getHeapUsage).
     pub heap_used_bytes: u64,
@@ -91,15 +108,24 @@ pub struct Cost {
     pub saved: Vec<std::path::PathBuf>,
 }
 
+/// What was taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeapMode {
+    /// One snapshot: classes by retained size.
+    #[default]
+    Summary,
+    /// Two snapshots: what grew.
+    Diff,
+    /// The sampling heap profiler.
+    Sample,
+}
+
 /// The answer of one `heaptrace heap` run (or one `--on-leak` action).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct HeapReport {
-    /// Always "heap", so a JSON stream can tell it from trace records.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     pub pid: u32,
-    /// `summary` (one snapshot), `diff` (two), or `sample`.
-    pub mode: &'static str,
+    pub mode: HeapMode,
     /// `--diff`/`--sample`: the time between the two snapshots, or sampled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub over_seconds: Option<f64>,

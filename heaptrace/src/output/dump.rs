@@ -76,6 +76,7 @@ mod tests {
             },
             verdict: None,
             allocation_sites: Vec::new(),
+            heap: None,
             explanation: "V8 ran out of JS heap".into(),
             cgroup_path: String::new(),
             cgroup_id: 0,

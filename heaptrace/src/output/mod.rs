@@ -14,7 +14,7 @@ use std::io;
 
 pub use json::JsonSink;
 pub use sites_export::{ExportError, ProcessSites, write_file};
-pub use text::TextSink;
+pub use text::{TextSink, write_heap_report};
 
 use crate::core::Record;
 

@@ -214,6 +214,7 @@ fn death(pid: u32, cause: DeathCause) -> Record {
         },
         verdict: None,
         allocation_sites: Vec::new(),
+        heap: None,
         explanation: String::new(),
         cgroup_path: "/pod/server".into(),
         cgroup_id: 5,

@@ -86,6 +86,9 @@ pub struct Death {
     pub verdict: Option<Verdict>,
     /// Its top allocation sites at death, most live bytes first.
     pub allocation_sites: Vec<crate::core::sites::AllocationSite>,
+    /// What `--on-leak` found in its JS heap before it died, if it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heap: Option<Box<crate::heap::HeapReport>>,
     /// One sentence: how it died and what memory did before.
     pub explanation: String,
     pub cgroup_path: String,

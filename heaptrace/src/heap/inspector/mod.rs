@@ -34,7 +34,11 @@ impl Session {
     pub async fn open(_target: &Target, _timeout: Duration) -> Result<Session, InspectorError> {
         Err(InspectorError::Stub)
     }
-    pub async fn call(&mut self, _method: &str, _params: serde_json::Value) -> Result<serde_json::Value, InspectorError> {
+    pub async fn call(
+        &mut self,
+        _method: &str,
+        _params: serde_json::Value,
+    ) -> Result<serde_json::Value, InspectorError> {
         Err(InspectorError::Stub)
     }
     pub async fn heap_used(&mut self) -> Result<u64, InspectorError> {

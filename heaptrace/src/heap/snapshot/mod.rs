@@ -1,4 +1,5 @@
 //! Heap snapshot analysis (STUB: being written).
+pub use super::report::is_user_class;
 use super::report::{ClassStats, RetainerPath};
 
 #[derive(Debug, thiserror::Error)]

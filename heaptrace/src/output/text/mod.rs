@@ -3,7 +3,10 @@
 
 use std::io::{self, Write};
 
+mod heap;
 mod summary;
+
+pub use heap::write_heap_report;
 
 use super::Sink;
 use crate::{
@@ -105,6 +108,11 @@ impl<W: Write> Sink for TextSink<W> {
             Record::Dropped(d) => dropped_line(o, d)?,
             Record::Summary(s) => summary::summary(o, s)?,
             Record::Verdict(v) => verdict_line(o, v)?,
+            Record::Heap(h) => {
+                writeln!(o, "--- heap of pid {} (--on-leak) ---", h.pid)?;
+                write_heap_report(o, h, 10)?;
+                writeln!(o, "---")?;
+            }
             Record::Death(d) => death_line(o, d)?,
         }
         o.flush()
