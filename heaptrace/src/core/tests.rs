@@ -528,6 +528,12 @@ fn a_rising_floor_becomes_a_leak_verdict_and_a_death_is_explained_with_the_kerne
         leak.verdict.evidence
     );
 
+    // `--on-leak`'s report: written out, and kept for the death record.
+    let heap = crate::heap::HeapReport { pid: 10, mode: crate::heap::HeapMode::Diff, ..Default::default() };
+    let mut out = Vec::new();
+    m.apply(Input::Heap(Box::new(heap.clone())), &mut out);
+    assert_eq!(out, vec![Record::Heap(heap.clone())]);
+
     let mut out = Vec::new();
     let at_abort = ProcStatus { vm_size: 900 * M, rss_anon: 130 * M, rss_file: 40 * M, rss_shmem: 0 };
     let oom = EventKind::V8OutOfMemory { memory: Some(at_abort) };
@@ -543,6 +549,7 @@ fn a_rising_floor_becomes_a_leak_verdict_and_a_death_is_explained_with_the_kerne
     assert_eq!(d.verdict.as_ref().map(|v| v.state), Some(VerdictState::Leak));
     assert_eq!(d.allocation_sites[0].headline(), "leakyHandler (app.js:7)");
     assert_eq!(d.allocation_sites[0].live_v8_bytes, 60 * (M / 5));
+    assert_eq!(d.heap.as_deref(), Some(&heap));
     let flight = d.flight.as_ref().expect("its flight recording");
     assert_eq!((flight.gcs.len(), flight.memory.len()), (6, 60));
     assert!(matches!(&out[2], Record::Exit(_)));
