@@ -124,6 +124,11 @@ fn refuses_a_process_that_is_not_node() {
         other => panic!("{other:?}"),
     }
     assert!(p.alive());
+    // kthreadd: no executable at all.
+    match preflight(2) {
+        Err(r @ Refusal::NotNode { .. }) => assert!(r.to_string().contains("kernel thread"), "{r}"),
+        other => panic!("pid 2: {other:?}"),
+    }
 }
 
 #[test]
@@ -320,4 +325,36 @@ fn opens_snapshots_and_closes_in_a_podman_container() {
     assert!(session_round(&target, true));
     assert!(refused(pid, 9229));
     assert_eq!(http_get(pid, c.http_port, "/"), "ok 50000\n");
+}
+
+/// A client that attached while heaptrace used the inspector it opened
+/// (one that does not even read, the worst case): closing would drop its
+/// session, and node's `inspector.close()` would hold up the event loop
+/// until that client let go (seen on every official build). heaptrace
+/// leaves the inspector open for it, says so, and the application keeps
+/// serving.
+#[test]
+fn closing_leaves_the_inspector_to_a_client_that_attached_meanwhile() {
+    require_root();
+    let server = script("server.js", SERVER_JS);
+    for version in OFFICIAL {
+        let p = Proc::spawn(&node_path(version), &[server.to_str().unwrap()], &[]);
+        let http = p.http_port();
+        let pid = p.pid();
+        let target = preflight(pid).unwrap_or_else(|r| panic!("node {version}: {r}"));
+        let rt = runtime();
+        let session = rt.block_on(Session::open(&target, Duration::from_secs(15))).unwrap();
+        let other = attach_debugger(pid, 9229);
+        match rt.block_on(session.close()) {
+            Err(e @ InspectorError::OtherClients { clients: 1, .. }) => {
+                assert!(e.to_string().contains("leaves the inspector open"), "{e}")
+            }
+            other => panic!("node {version}: {other:?}"),
+        }
+        let started = std::time::Instant::now();
+        assert_eq!(http_get(pid, http, "/"), "ok 50000\n");
+        assert!(started.elapsed() < Duration::from_secs(2), "node {version}: the event loop was held up");
+        assert!(!refused(pid, 9229), "node {version}: left open for the other client");
+        drop(other);
+    }
 }

@@ -197,9 +197,21 @@ pub(super) async fn wait_refused(pid: u32, addr: SocketAddr, deadline: Instant) 
 /// Closes the inspector on a connection of its own, blocking: run on a
 /// thread of its own (it joins the namespace). For a session dropped
 /// without `close`, where nothing can be awaited.
-pub(super) fn close_blocking(pid: u32, addr: SocketAddr, path: &str, within: Duration) -> Result<(), String> {
+pub(super) fn close_blocking(
+    pid: u32,
+    addr: SocketAddr,
+    path: &str,
+    ours: Option<SocketAddr>,
+    within: Duration,
+) -> Result<(), String> {
     use tokio_tungstenite::tungstenite;
     let deadline = Instant::now() + within;
+    // Left open for another client, as `Session::close` does.
+    match netns::clients(pid, addr.port(), ours) {
+        Ok(0) => {}
+        Ok(n) => return Err(format!("{n} other client(s) on {addr}: left open")),
+        Err(e) => return Err(e.to_string()),
+    }
     let stream = netns::connect_here_in_netns(pid, addr, within).map_err(|e| e.to_string())?;
     stream.set_read_timeout(Some(within)).map_err(|e| e.to_string())?;
     let (mut ws, _) =

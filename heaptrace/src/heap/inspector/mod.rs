@@ -23,8 +23,12 @@
 //! - SIGUSR1 opens the inspector on 127.0.0.1:9229 (or `--inspect-port`).
 //! - `require('inspector').close()`, run with `Runtime.evaluate` and
 //!   `includeCommandLineAPI` (which gives `require`, ES modules included),
-//!   drops every session and stops listening, without blocking the event
-//!   loop even while another client is connected; the process runs on.
+//!   drops every session and stops listening; the process runs on. The
+//!   connection drops before the reply comes. node's main thread waits
+//!   until every client has closed its end: immediate for clients that
+//!   answer the close (heaptrace's, DevTools'), but one that does not
+//!   holds up the event loop for as long. So heaptrace does not close an
+//!   inspector that another client joined meanwhile.
 //! - `/json/list` gives `webSocketDebuggerUrl` even while a client is
 //!   connected, and a second client can attach: an attached debugger is
 //!   seen in /proc instead (established connections to the process's own
@@ -45,7 +49,7 @@ use std::{net::SocketAddr, os::fd::OwnedFd, sync::Arc};
 
 pub use flags::Source;
 pub use preflight::{Refusal, preflight};
-pub use session::{InspectorError, Session};
+pub use session::{DEFAULT_TIMEOUT, InspectorError, Session};
 
 /// Whether the application's own SIGUSR1 handling could be ruled out.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -96,6 +96,20 @@ pub fn socket_inodes(pid: u32) -> io::Result<HashSet<u64>> {
     Ok(out)
 }
 
+/// How many clients are connected to `pid`'s own listener on `port`: the
+/// established sockets on that port that `pid` holds, less the one whose
+/// peer is `ours` (heaptrace's own connection, seen from the client side).
+pub fn clients(pid: u32, port: u16, ours: Option<SocketAddr>) -> io::Result<usize> {
+    let own = socket_inodes(pid)?;
+    Ok(tcp_sockets(pid)?.iter().filter(|s| is_client(s, port, &own, ours)).count())
+}
+
+/// Whether `s` is the process's end of a client's connection to its
+/// listener on `port` (other than `ours`).
+pub fn is_client(s: &TcpSocket, port: u16, own: &HashSet<u64>, ours: Option<SocketAddr>) -> bool {
+    s.state == ESTABLISHED && s.local.port() == port && own.contains(&s.inode) && Some(s.remote) != ours
+}
+
 /// `socket:[12345]` → 12345.
 pub fn socket_inode(link: &str) -> Option<u64> {
     link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()

@@ -13,7 +13,7 @@ use thiserror::Error;
 use super::{
     HandlerCheck, Target,
     flags::{NodeFlags, node_options},
-    netns::{self, ESTABLISHED, LISTEN},
+    netns::{self, LISTEN},
     signals::{Masks, SIGUSR1, watchers_for},
 };
 use crate::v8::{Found, Loader, ProcessBinary, memory::ProcessMemory};
@@ -31,7 +31,7 @@ pub enum Refusal {
     Unreadable { pid: u32, reason: String },
     /// Neither its executable nor a mapped libnode is a node build.
     #[error(
-        "process {pid} ({exe}) is not node: {why}; heaptrace heap sends SIGUSR1 only to node, which opens its inspector on it (for other programs the signal is usually fatal)"
+        "process {pid} ({exe}) is not node: {why}; heaptrace heap sends SIGUSR1 only to node, which opens its inspector on it (for other programs the signal is usually fatal); check the pid: for node under a wrapper (npm, a shell, a process manager) give node's own (e.g. from `pgrep -a node`)"
     )]
     NotNode { pid: u32, exe: String, why: String },
     /// Started with `--disable-sigusr1`.
@@ -147,10 +147,7 @@ pub fn preflight(pid: u32) -> Result<Target, Refusal> {
         .iter()
         .find(|s| s.state == LISTEN && port != 0 && s.local.port() == port && own.contains(&s.inode));
     if let Some(listener) = open {
-        let clients = sockets
-            .iter()
-            .filter(|s| s.state == ESTABLISHED && s.local.port() == port && own.contains(&s.inode))
-            .count();
+        let clients = sockets.iter().filter(|s| netns::is_client(s, port, &own, None)).count();
         if clients > 0 {
             return Err(Refusal::DebuggerAttached { pid, port, clients });
         }
@@ -208,9 +205,19 @@ pub fn preflight(pid: u32) -> Result<Target, Refusal> {
 /// The file of the process that holds node (its executable, or Debian's
 /// libnode), or why it is not node.
 fn node_binary(pid: u32) -> Result<ProcessBinary, Refusal> {
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "?".into());
+    let exe = match std::fs::read_link(format!("/proc/{pid}/exe")) {
+        Ok(p) => p.display().to_string(),
+        // A kernel thread has no executable.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let comm = String::from_utf8_lossy(&read_proc(pid, "comm")?).trim().to_owned();
+            return Err(Refusal::NotNode {
+                pid,
+                exe: comm,
+                why: "it has no executable (a kernel thread)".into(),
+            });
+        }
+        Err(e) => return Err(Refusal::Unreadable { pid, reason: format!("/proc/{pid}/exe: {e}") }),
+    };
     let found = Loader::default()
         .find_in_process(pid)
         .map_err(|e| Refusal::Unreadable { pid, reason: e.to_string() })?;
@@ -318,4 +325,39 @@ fn mapped_libuv(pid: u32) -> Vec<ProcessBinary> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::heap::inspector::flags::Source;
+
+    /// Each refusal names the process, what was found, and a way forward.
+    #[test]
+    fn every_refusal_says_what_to_do() {
+        let all = [
+            Refusal::NoProcess { pid: 7, reason: "no such process".into() },
+            Refusal::Unreadable { pid: 7, reason: "/proc/7/environ: Permission denied".into() },
+            Refusal::NotNode { pid: 7, exe: "/usr/bin/sleep".into(), why: "no V8 in /usr/bin/sleep".into() },
+            Refusal::DisableSigusr1 { pid: 7, found_in: Source::CommandLine },
+            Refusal::Permission { pid: 7, flag: "--permission".into(), found_in: Source::NodeOptions },
+            Refusal::NotCaught { pid: 7, hint: "start node with --inspect instead" },
+            Refusal::Ignored { pid: 7 },
+            Refusal::Blocked { pid: 7 },
+            Refusal::AppHandlesSigusr1 { pid: 7, watchers: 1 },
+            Refusal::DebuggerAttached { pid: 7, port: 9229, clients: 1 },
+            Refusal::PortTaken {
+                pid: 7,
+                port: 9229,
+                holder: "process 8 (python3), on 127.0.0.1:9229".into(),
+            },
+        ];
+        for r in all {
+            let msg = r.to_string();
+            println!("{msg}");
+            assert!(msg.contains('7'), "{msg}");
+            let remedy = ["check", "run ", "restart", "start node", "remove", "disconnect", "stop"];
+            assert!(remedy.iter().any(|w| msg.contains(w)), "no way forward in: {msg}");
+        }
+    }
 }

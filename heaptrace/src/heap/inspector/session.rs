@@ -80,6 +80,12 @@ pub enum InspectorError {
     /// A reply without what it should hold.
     #[error("{method}: unexpected reply: {reason}")]
     BadReply { method: String, reason: String },
+    /// A client connected while heaptrace used the inspector it opened:
+    /// it is left open for that client.
+    #[error(
+        "{clients} other client(s) connected to process {pid}'s inspector on {addr} while heaptrace used it (a debugger?): heaptrace leaves the inspector open rather than drop that session (node's inspector.close() would also hold up the event loop until every client lets go); close it from that client with require('inspector').close(), or restart the process"
+    )]
+    OtherClients { pid: u32, addr: SocketAddr, clients: usize },
     /// heaptrace opened the inspector and could not close it.
     #[error(
         "heaptrace opened process {pid}'s inspector and could not close it ({reason}): it may still listen on {addr}; restart the process, or run require('inspector').close() in it from a debugger"
@@ -115,6 +121,9 @@ pub struct Session {
     /// Where it is reached, inside the process's network namespace.
     addr: SocketAddr,
     ws_path: String,
+    /// The WebSocket's own address (the inspector's peer for it), to tell
+    /// heaptrace's connection from other clients'.
+    local: Option<SocketAddr>,
     /// None once closed.
     ws: Option<Ws>,
     next_id: u64,
@@ -140,7 +149,17 @@ impl Session {
         };
         match connected.await {
             Ok((ws_path, ws)) => {
-                Ok(Session { pid, addr, ws_path, ws: Some(ws), next_id: 1, opened, timeout: DEFAULT_TIMEOUT })
+                let local = ws.get_ref().local_addr().ok();
+                Ok(Session {
+                    pid,
+                    addr,
+                    ws_path,
+                    local,
+                    ws: Some(ws),
+                    next_id: 1,
+                    opened,
+                    timeout: DEFAULT_TIMEOUT,
+                })
             }
             // Opened, but no session on it: nothing can close it.
             Err(e) if opened => Err(InspectorError::StillOpen { pid, addr, reason: e.to_string() }),
@@ -296,6 +315,25 @@ impl Session {
         }
         let still_open =
             |reason: String| InspectorError::StillOpen { pid: self.pid, addr: self.addr, reason };
+        // inspector.close() drops every session, and node's main thread
+        // waits until each client has let go (Node 18 to 26 alike): someone
+        // else's debugger, attached meanwhile, would lose its session, and
+        // a client that does not answer would stall the application.
+        let count = || super::netns::clients(self.pid, self.addr.port(), self.local).unwrap_or(0);
+        let mut clients = count();
+        // A short request (a tool polling /json/list) comes and goes: only
+        // a client still there a moment later counts.
+        for _ in 0..4 {
+            if clients == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            clients = count();
+        }
+        if clients > 0 {
+            let _ = tokio::time::timeout_at(deadline.into(), ws.close(None)).await;
+            return Err(InspectorError::OtherClients { pid: self.pid, addr: self.addr, clients });
+        }
         let id = self.next_id;
         if let Err(e) = ws.send(Message::text(connect::close_request(id))).await {
             return Err(still_open(format!("sending the close request: {e}")));
@@ -337,19 +375,19 @@ impl Session {
 impl Drop for Session {
     /// A session dropped without [`Session::close`] (an error, a panic, a
     /// cancelled task) still disconnects; and an inspector heaptrace
-    /// opened is closed on a fresh connection, blocking for a few seconds
-    /// at most (nothing can be awaited here), so that no open debug port
-    /// is left behind.
+    /// opened is closed on a fresh connection (unless another client is
+    /// on it, as in `close`), blocking for a few seconds at most (nothing
+    /// can be awaited here), so that no open debug port is left behind.
     fn drop(&mut self) {
         let Some(ws) = self.ws.take() else { return };
         drop(ws);
         if !self.opened {
             return;
         }
-        let (pid, addr, path) = (self.pid, self.addr, self.ws_path.clone());
+        let (pid, addr, path, ours) = (self.pid, self.addr, self.ws_path.clone(), self.local);
         let (tx, rx) = std::sync::mpsc::channel();
         let spawned = std::thread::Builder::new().name("heaptrace-close".into()).spawn(move || {
-            let _ = tx.send(connect::close_blocking(pid, addr, &path, Duration::from_secs(4)));
+            let _ = tx.send(connect::close_blocking(pid, addr, &path, ours, Duration::from_secs(4)));
         });
         if spawned.is_ok() {
             let _ = rx.recv_timeout(Duration::from_secs(5));
