@@ -67,6 +67,31 @@ fn opens_snapshots_and_closes_node_26() {
     open_snapshot_close("26.10.0");
 }
 
+/// The port from `--inspect-port` (here in NODE_OPTIONS), and port 0,
+/// where node picks one and the session finds which.
+#[test]
+fn opens_on_the_port_node_is_given_or_picks() {
+    require_root();
+    let server = script("server.js", SERVER_JS);
+    for (options, expected) in [("--inspect-port=9333", Some(9333)), ("--inspect-port=0", None)] {
+        let p = Proc::spawn(&node_path("22.23.3"), &[server.to_str().unwrap()], &[("NODE_OPTIONS", options)]);
+        let http = p.http_port();
+        let target = preflight(p.pid()).unwrap_or_else(|r| panic!("{options}: {r}"));
+        assert_eq!(target.port, expected.unwrap_or(0));
+        let rt = runtime();
+        let mut s = rt.block_on(Session::open(&target, Duration::from_secs(15))).unwrap();
+        let port = s.address().port();
+        match expected {
+            Some(e) => assert_eq!(port, e),
+            None => assert!(port != 0 && port != 9229, "picked {port}"),
+        }
+        assert!(rt.block_on(s.heap_used()).unwrap() > 0);
+        rt.block_on(s.close()).unwrap();
+        assert!(refused(p.pid(), port), "{options}: port {port} after close");
+        assert_eq!(http_get(p.pid(), http, "/"), "ok 50000\n");
+    }
+}
+
 /// Debian's node: libuv's tree cannot be read (stripped libuv.so), which
 /// is remembered, not refused; the session works as on official builds.
 #[test]
@@ -253,8 +278,13 @@ fn refuses_a_port_taken_by_another_process() {
         let c = children(p.pid());
         (!c.is_empty()).then_some(c)
     });
-    p.expect("HOLDING");
-    p.http_port();
+    // Both print, in either order.
+    let (mut holding, mut listening) = (false, false);
+    while !(holding && listening) {
+        let line = p.out.recv_timeout(WAIT).unwrap_or_else(|e| panic!("{e:?}; stderr: {}", p.stderr()));
+        holding |= line.starts_with("HOLDING");
+        listening |= line.starts_with("LISTENING");
+    }
     let holder_pid = p.extra[0];
     match preflight(p.pid()) {
         Err(r @ Refusal::PortTaken { port: 9229, .. }) => {

@@ -21,12 +21,14 @@ use nix::sched::{CloneFlags, setns};
 use crate::support::*;
 
 /// The test server: a heap worth a snapshot, an HTTP server on a port of
-/// its own choosing, and (with `USR1_MARKER` set) an application handler
+/// its own choosing, a SIGHUP handler, and (with `USR1_MARKER` set) an application handler
 /// for SIGUSR1 that leaves a marker file when it runs.
 pub const SERVER_JS: &str = r#"
 const http = require('http');
 const keep = [];
 for (let i = 0; i < 50000; i++) keep.push({ i, s: 'item ' + i });
+// A watcher for another signal: libuv's tree is never empty.
+process.on('SIGHUP', () => {});
 if (process.env.USR1_MARKER) {
   process.on('SIGUSR1', () => require('fs').writeFileSync(process.env.USR1_MARKER, 'handler ran\n'));
 }
