@@ -26,6 +26,8 @@ command -v bpftrace >/dev/null 2>&1 || need_pkgs+=(bpftrace)
 # podman + runc: the real-container test (crun, podman's default, refuses hybrid cgroups).
 command -v podman >/dev/null 2>&1 || need_pkgs+=(podman)
 [ -x /usr/sbin/runc ] || need_pkgs+=(runc)
+# iproute2 (ip): the inspector tests bring loopback up in network namespaces of their own.
+command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 # prometheus (and promtool, in the same package): the agent's real-Prometheus
 # test and the alerting rules' test (promtool check/test rules).
 # python3-venv: the manifest and Dockerfile linters below.

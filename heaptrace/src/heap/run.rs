@@ -118,7 +118,10 @@ pub async fn inspect_until(
     cancel: impl std::future::Future<Output = ()>,
 ) -> Result<HeapReport, HeapError> {
     let pid = config.pid;
-    let target = inspector::preflight(pid)?;
+    // /proc and the node binary's symbols: tens of ms, off the runtime.
+    let target = tokio::task::spawn_blocking(move || inspector::preflight(pid))
+        .await
+        .map_err(|e| HeapError::Analysis(e.to_string()))??;
     say(if target.already_open {
         format!(
             "pid {pid}: node's inspector is already listening on port {}: using it, and leaving it open",

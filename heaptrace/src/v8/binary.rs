@@ -42,6 +42,19 @@ pub struct V8Binary {
     pub postmortem: Option<Arc<Postmortem>>,
     /// Why `postmortem` is None.
     pub postmortem_error: Option<PostmortemError>,
+    /// Node's own code is here (symbols in namespace `node`), not merely V8
+    /// (another embedder, such as Deno or a browser, has V8 but no SIGUSR1
+    /// inspector).
+    pub node: bool,
+    /// The link-time address of libuv's `uv__signal_tree` (a local symbol:
+    /// only in `.symtab`), where every active signal watcher is kept; None
+    /// when the file has no libuv or no `.symtab` (Debian's libnode links a
+    /// stripped libuv.so). `heap::inspector` reads it.
+    pub uv_signal_tree: Option<u64>,
+    /// The lowest address of its loadable segments, page-aligned: where a
+    /// relocatable file's first mapping (file offset 0) starts, before the
+    /// load bias ([`super::ProcessBinary::load_bias`]).
+    pub image_base: u64,
 }
 
 /// What attaching the probes to a process did, for people.
@@ -167,8 +180,14 @@ pub fn resolve(data: &[u8]) -> Result<V8Binary, object::Error> {
     let mut metadata = Symbols::default();
     // .symtab when present (official builds), .dynsym too (Debian's
     // libnode keeps only that); the same symbol in both counts once.
+    let mut node = false;
+    let mut uv_signal_tree = None;
     for sym in file.symbols().chain(file.dynamic_symbols()) {
         if sym.kind() == object::SymbolKind::Data {
+            if uv_signal_tree.is_none() && sym.name().is_ok_and(is_uv_signal_tree) {
+                uv_signal_tree = Some(sym.address());
+                continue;
+            }
             metadata.offer(&file, &sym);
             continue;
         }
@@ -176,6 +195,7 @@ pub fn resolve(data: &[u8]) -> Result<V8Binary, object::Error> {
             continue;
         }
         let Ok(name) = sym.name() else { continue };
+        node = node || name.starts_with("_ZN4node");
         // `.cold` fragments are not function entries: never probe them.
         if name.contains(".cold") {
             continue;
@@ -199,7 +219,27 @@ pub fn resolve(data: &[u8]) -> Result<V8Binary, object::Error> {
         Ok(p) => (Some(Arc::new(p)), None),
         Err(e) => (None, Some(e)),
     };
-    Ok(V8Binary { build_id, functions, max_reserved, relocatable, postmortem, postmortem_error })
+    let image_base = segments.iter().map(|&(va, _, _)| va).min().unwrap_or(0) & !0xfff;
+    Ok(V8Binary {
+        build_id,
+        functions,
+        max_reserved,
+        relocatable,
+        postmortem,
+        postmortem_error,
+        node,
+        uv_signal_tree,
+        image_base,
+    })
+}
+
+/// libuv's tree of signal watchers: `uv__signal_tree` (a file-local
+/// static), or, as newer compilers name a static they have moved,
+/// `uv__signal_tree.0` (Node 26).
+pub fn is_uv_signal_tree(name: &str) -> bool {
+    name.strip_prefix("uv__signal_tree").is_some_and(|rest| {
+        rest.is_empty() || rest.strip_prefix('.').is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+    })
 }
 
 #[cfg(test)]
@@ -233,12 +273,23 @@ mod tests {
     }
 
     #[test]
+    fn the_signal_tree_is_matched_with_a_compiler_suffix() {
+        assert!(is_uv_signal_tree("uv__signal_tree"));
+        assert!(is_uv_signal_tree("uv__signal_tree.0"));
+        assert!(is_uv_signal_tree("uv__signal_tree.12"));
+        assert!(!is_uv_signal_tree("uv__signal_tree_x"));
+        assert!(!is_uv_signal_tree("uv__signal_tree.cold"));
+        assert!(!is_uv_signal_tree("uv__signal_global_init_guard"));
+    }
+
+    #[test]
     fn an_elf_file_without_v8_resolves_to_nothing() {
         // This test binary: ELF, with a build-id, and no V8 in it.
         let data = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         let b = resolve(&data).unwrap();
         assert!(b.build_id.is_some());
         assert!(!b.has_v8() && b.functions.is_empty() && b.max_reserved.is_none());
+        assert!(!b.node && b.uv_signal_tree.is_none());
         // (It holds two metadata-like symbols, of postmortem's tests.)
         assert!(b.postmortem.is_none() && b.postmortem_error.is_some());
         assert!(resolve(b"not an ELF file").is_err());

@@ -49,6 +49,35 @@ pub struct ProcessBinary {
     pub binary: Arc<V8Binary>,
 }
 
+impl ProcessBinary {
+    /// What to add to a link-time address of this file to get its address
+    /// in process `pid`: 0 for a file that is not position-independent
+    /// (official node builds); for a shared library or a PIE, where the
+    /// process mapped the file's start (the mapping at file offset 0 of
+    /// this very file, by device and inode through map_files) less the
+    /// file's own image base.
+    pub fn load_bias(&self, pid: u32) -> Result<u64, String> {
+        if !self.binary.relocatable {
+            return Ok(0);
+        }
+        let maps = procfs::process::Process::new(pid as i32)
+            .and_then(|p| p.maps())
+            .map_err(|e| format!("cannot read process {pid}'s mappings: {e}"))?;
+        for m in maps {
+            let (start, end) = m.address;
+            if m.offset != 0 || !matches!(m.pathname, procfs::process::MMapPath::Path(_)) {
+                continue;
+            }
+            let same_file = std::fs::metadata(format!("/proc/{pid}/map_files/{start:x}-{end:x}"))
+                .is_ok_and(|meta| (meta.dev(), meta.ino()) == self.file);
+            if same_file {
+                return Ok(start.wrapping_sub(self.binary.image_base));
+            }
+        }
+        Err(format!("{} is not mapped in process {pid}", self.display_path))
+    }
+}
+
 /// Outcome of looking for V8 in a process.
 pub enum Found {
     V8(ProcessBinary),
