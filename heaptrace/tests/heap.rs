@@ -208,7 +208,7 @@ fn map_held_class_leak_is_the_top_growth_with_its_map_named() {
     assert!(steps.iter().any(|(edge, node)| edge == "sessions" && node == "Map"), "{steps:?}");
     assert!(r["instance"].as_str().unwrap().starts_with("HeaptraceSessionLeak { id,"), "{r}");
     assert!(server.inspector_closed());
-    assert!(server.get("/").is_some_and(|s| s.starts_with("sessions 56")));
+    assert_eq!(server.get("/count").as_deref(), Some("sessions 55\n"));
 }
 
 /// The sampling profiler: no snapshot, and the top site still alive is the
@@ -235,7 +235,8 @@ fn sampling_names_the_leaking_function() {
     let top = &v["sites"][0];
     assert_eq!(top["function"], "HeaptraceSessionLeak", "{v:#}");
     assert!(top["url"].as_str().unwrap().ends_with("map-leak.js"), "{top}");
-    assert_eq!(top["line"], 20, "{top}"); // `this.history = new Array(PAYLOAD)...`
+    // V8 gives the function's position: the constructor's line.
+    assert_eq!((top["line"].as_u64(), top["column"].as_u64()), (Some(18), Some(14)), "{top}");
     assert!(top["stack"][0].as_str().unwrap().starts_with("rememberSession (map-leak.js:"), "{top}");
     // 300 sessions of 1,250 slots: ~3 MB alive; sampling estimates it.
     let live = top["live_bytes"].as_u64().unwrap();
@@ -288,13 +289,14 @@ fn refusals_exit_non_zero_with_a_message() {
     let out = heap(&[&sleeper.0.id().to_string()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("not a node process"), "{stderr}");
+    assert!(stderr.contains("is not node"), "{stderr}");
     assert!(sleeper.0.try_wait().unwrap().is_none(), "sleep died");
 
     // No such process.
     let out = heap(&["4194303"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no process with pid 4194303"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no process 4194303"), "{stderr}");
 
     // --disable-sigusr1: SIGUSR1 would not open the inspector.
     let node = node_bin("22.23.3");

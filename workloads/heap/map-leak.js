@@ -7,6 +7,7 @@
 // a Map in makeSessionStore's closure, and never forgets it.
 //
 //   env: PORT=0 (0: ephemeral) PAYLOAD=1250 (array slots per session)
+//   GET / remembers a session; GET /count says how many there are
 //   prints "listening <port>"
 'use strict';
 const http = require('node:http');
@@ -31,10 +32,15 @@ function makeSessionStore() {
 
 const remember = makeSessionStore();
 let served = 0;
+let size = 0;
 const server = http.createServer((req, res) => {
-  served++;
-  const size = remember(`session-${served}`);
   res.writeHead(200, { 'content-type': 'text/plain' });
-  res.end(`sessions ${size}\n`);
+  if (req.url === '/count') {
+    res.end(`sessions ${size}\n`); // not a session: only says how many
+    return;
+  }
+  served++;
+  size = remember(`session-${served}`);
+  res.end('ok\n'); // the same length every time: ab counts other lengths as failures
 });
 server.listen(PORT, '127.0.0.1', () => console.log(`listening ${server.address().port}`));

@@ -81,7 +81,8 @@ pub struct SampledSite {
     pub function: String,
     /// The script's URL or path; empty for V8 builtins.
     pub url: String,
-    /// 1-based, as editors count; 0 if unknown.
+    /// Where the function starts (V8's sampling profiler keeps functions,
+    /// not allocating lines), 1-based as editors count; 0 if unknown.
     pub line: u32,
     pub column: u32,
     /// Sampled bytes still alive (V8 scales samples to estimate the total).

@@ -12,6 +12,7 @@
 
 mod classes;
 mod graph;
+mod growth;
 mod retainers;
 #[cfg(test)]
 mod tests;
@@ -105,13 +106,18 @@ impl Snapshot {
 /// `Array`), then V8's own kinds by self-bytes growth. Counts and sizes are the `after` snapshot's; a class only
 /// `before` had is there with count 0.
 pub fn diff(before: &Snapshot, after: &Snapshot) -> Vec<ClassStats> {
+    let is_new: Vec<bool> =
+        (0..after.node_count()).map(|node| !before.has_id(after.graph.node_id(node))).collect();
+    let nested = growth::nested_in_new(after, &is_new);
     let mut new_counts = vec![0u64; after.classes.len()];
     let mut new_retained = vec![0u64; after.classes.len()];
-    for node in 0..after.node_count() {
+    for node in (0..after.node_count()).filter(|&n| is_new[n]) {
         let class = after.class_of[node] as usize;
-        if class < new_counts.len() && !before.has_id(after.graph.node_id(node)) {
+        if class < new_counts.len() {
             new_counts[class] += 1;
-            new_retained[class] = new_retained[class].saturating_add(after.retained[node]);
+            if !nested[node] {
+                new_retained[class] = new_retained[class].saturating_add(after.retained[node]);
+            }
         }
     }
     let delta = |a: u64, b: u64| {
