@@ -42,7 +42,19 @@ impl ClassStats {
 }
 
 pub fn is_user_class(name: &str) -> bool {
-    !name.is_empty() && !name.starts_with('(') && !name.starts_with("system /")
+    // "Node / ..." are node's own C++ objects (its embedder graph), which
+    // also get new ids in every snapshot.
+    !name.is_empty()
+        && !name.starts_with('(')
+        && !name.starts_with("system /")
+        && !name.starts_with("Node / ")
+}
+
+impl ClassStats {
+    /// `--diff`: more objects, or more bytes, than in the first snapshot.
+    pub fn grew(&self) -> bool {
+        self.count_delta.unwrap_or(0) > 0 || self.self_bytes_delta.unwrap_or(0) > 0
+    }
 }
 
 /// The shortest chain of strong references from a GC root to one instance

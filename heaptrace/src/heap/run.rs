@@ -14,7 +14,7 @@ use thiserror::Error;
 
 use super::{
     inspector::{self, InspectorError, Refusal, Session},
-    report::{Cost, HeapMode, HeapReport},
+    report::{ClassStats, Cost, HeapMode, HeapReport},
     sampling::{self, ProfileError},
     snapshot::{self, Snapshot, SnapshotError},
 };
@@ -214,10 +214,11 @@ async fn take(
                     say(format!("pid {pid}: second snapshot in {}", fmt_duration(wait.as_secs_f64())));
                     tokio::time::sleep(wait).await;
                 }
+                let used = if i == 0 { used } else { session.heap_used().await? };
                 say(format!(
                     "pid {pid}: taking a heap snapshot of a {} JS heap: its JavaScript pauses for about {}",
-                    fmt_bytes(session.heap_used().await? as f64),
-                    fmt_pause(pause)
+                    fmt_bytes(used as f64),
+                    fmt_pause(expected_pause(used))
                 ));
                 let started = Instant::now();
                 let snapshot = session.take_snapshot().await?;
@@ -304,10 +305,7 @@ fn analyse_now(config: &HeapConfig, taken: Taken, cost: Cost) -> Result<HeapRepo
                 _ => unreachable!("one or two snapshots"),
             };
             let last = parsed.last().expect("at least one snapshot");
-            report.retainers = classes
-                .iter()
-                .filter(|c| snapshot::is_user_class(&c.name))
-                .filter(|c| not_in.is_none() || c.new_count.unwrap_or(0) > 0)
+            report.retainers = retainers_of(&classes, not_in.is_some())
                 .take(config.retainers)
                 .filter_map(|c| snapshot::retainer_path(last, &c.name, not_in))
                 .collect();
@@ -315,6 +313,17 @@ fn analyse_now(config: &HeapConfig, taken: Taken, cost: Cost) -> Result<HeapRepo
         }
     }
     Ok(report)
+}
+
+/// The classes whose retainers are worth a path: the application's; with a
+/// diff, those that grew and whose new objects hold at least a tenth of
+/// what the top one's hold (the rest is noise beside the leak).
+fn retainers_of(classes: &[ClassStats], diff: bool) -> impl Iterator<Item = &ClassStats> {
+    let top = classes.first().and_then(|c| c.new_retained_bytes).unwrap_or(0);
+    classes
+        .iter()
+        .filter(|c| c.is_user_class())
+        .filter(move |c| !diff || (c.grew() && c.new_retained_bytes.unwrap_or(0).saturating_mul(10) >= top))
 }
 
 #[cfg(test)]
@@ -340,6 +349,28 @@ mod tests {
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         assert_eq!(std::fs::read(&path).unwrap(), b"{}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn retainer_paths_go_to_the_classes_that_grew_most() {
+        let class = |name: &str, grown: i64, held: u64| ClassStats {
+            name: name.into(),
+            count_delta: Some(grown),
+            new_retained_bytes: Some(held),
+            ..Default::default()
+        };
+        let classes = [
+            class("Object", 40, 32_000_000),
+            class("Array", 6, 4_000_000),     // grew, holds over a tenth
+            class("(array)", 40, 32_000_000), // V8's own
+            class("Timeout", 0, 9_000_000),   // replaced, not grown
+            class("Node / IsolateData", 0, 4_000),
+            class("Map", 1, 1_000), // grew, but noise beside the leak
+        ];
+        let names: Vec<&str> = retainers_of(&classes, true).map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["Object", "Array"]);
+        let names: Vec<&str> = retainers_of(&classes, false).map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["Object", "Array", "Timeout", "Map"]);
     }
 
     #[test]

@@ -145,7 +145,10 @@ fn edge_label(graph: &HeapGraph, edge: usize) -> String {
 /// type for strings and numbers (whose name is their content: the
 /// program's data, not what it is).
 fn node_label(graph: &HeapGraph, node: usize) -> String {
+    // V8 names the global object "global / " followed by the page's URL,
+    // which node has none of.
     let name = graph.node_name(node);
+    let name = name.strip_suffix(" / ").unwrap_or(name);
     match graph.node_type(node) {
         "closure" if name.is_empty() => "(anonymous)()".into(),
         "closure" => format!("{name}()"),

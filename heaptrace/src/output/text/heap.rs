@@ -54,8 +54,7 @@ fn diff(out: &mut dyn Write, report: &HeapReport, top: usize) -> io::Result<()> 
     let over = report.over_seconds.map_or(String::new(), |s| format!(" in {}", fmt_duration(s)));
     let (user, internal): (Vec<&ClassStats>, Vec<&ClassStats>) =
         report.classes.iter().partition(|c| c.is_user_class());
-    let grown: Vec<&&ClassStats> =
-        user.iter().filter(|c| c.new_count.unwrap_or(0) > 0 || c.self_bytes_delta.unwrap_or(0) > 0).collect();
+    let grown: Vec<&&ClassStats> = user.iter().filter(|c| c.grew()).collect();
     writeln!(
         out,
         "What grew in pid {}'s JS heap{over} (objects allocated in between and still alive):",
