@@ -317,6 +317,24 @@ fn refusals_exit_non_zero_with_a_message() {
     assert!(stderr.contains("inspector closed"), "{stderr}");
     assert!(server.inspector_closed());
     assert!(server.get("/").is_some());
+
+    // A cgroup limit that leaves no room for what V8 needs while it builds
+    // a snapshot: the process could be OOM-killed. Refused.
+    let mut cgroups = CgroupGuard::new();
+    let server = NetnsNode::start(&node, &[], &workload("heap/map-leak.js"), &[("PORT", "0")]);
+    let rss = proc_status_bytes(server.pid(), "VmRSS") as u64;
+    let name = format!("heaptrace-test-heap-{}", std::process::id());
+    // Its memory now, and 32 MiB: far less than a snapshot needs.
+    let procs = memory_cgroup(&mut cgroups, &name, rss + (32 << 20));
+    std::fs::write(&procs, server.pid().to_string()).unwrap();
+    let out = heap(&[&server.pid().to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("more memory inside the process") && stderr.contains("OOM-killed"), "{stderr}");
+    assert!(stderr.contains("heaptrace-test-heap-"), "names the cgroup: {stderr}");
+    assert!(server.inspector_closed());
+    assert!(server.get("/").is_some());
+    drop(server);
 }
 
 /// The tracer's `--on-leak heap-diff`: once the JS heap is judged to leak,

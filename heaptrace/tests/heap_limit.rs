@@ -14,7 +14,7 @@ mod support;
 use std::{
     io::{BufRead, BufReader},
     os::unix::{fs::FileExt, process::CommandExt},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::mpsc::{Receiver, channel},
     thread,
@@ -88,29 +88,6 @@ fn line_starting(rx: &Receiver<String>, prefix: &str, what: &str) -> String {
     poll(what, WAIT, || rx.try_iter().find_map(|l| l.strip_prefix(prefix).map(|s| s.trim().to_owned())))
 }
 
-/// A memory cgroup limited to `limit` bytes: v2's memory.max where the
-/// v2 hierarchy has the memory controller, else (hybrid hosts) a v1 memory
-/// cgroup under this test's own. Returns the `cgroup.procs` to join.
-fn memory_cgroup(guard: &mut CgroupGuard, limit: u64) -> PathBuf {
-    let name = format!("heaptrace-limit-{}", std::process::id());
-    let v2 = cgroup_v2_root();
-    let v2_memory =
-        std::fs::read_to_string(v2.join("cgroup.subtree_control")).is_ok_and(|c| c.contains("memory"));
-    let (dir, file) = if v2_memory {
-        (guard.make(&v2.join(&name)), "memory.max")
-    } else {
-        let own = std::fs::read_to_string("/proc/self/cgroup")
-            .unwrap()
-            .lines()
-            .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.trim_start_matches('/').to_owned()))
-            .expect("a memory cgroup, v2 or v1");
-        let v1 = Path::new("/sys/fs/cgroup/memory").join(own).join(&name);
-        (guard.make(&v1), "memory.limit_in_bytes")
-    };
-    std::fs::write(dir.join(file), limit.to_string()).unwrap_or_else(|e| panic!("{file}: {e}"));
-    dir.join("cgroup.procs")
-}
-
 /// Where the reader runs `Heap::MaxReserved` in the process holds that
 /// function's code (through the load bias, for libnode.so): a wrong
 /// address would not show in the value where the code has no rip-relative
@@ -150,7 +127,8 @@ fn measure(b: &Build, case: Case) -> (u64, u64) {
             cmd.env("NODE_OPTIONS", "--max-old-space-size=200");
         }
         Case::Cgroup => {
-            let procs = memory_cgroup(&mut guard, CGROUP_LIMIT);
+            let name = format!("heaptrace-limit-{}", std::process::id());
+            let procs = memory_cgroup(&mut guard, &name, CGROUP_LIMIT);
             // SAFETY: the closure only writes the child's pid to a cgroup
             // file (open, write, close), which is safe between fork and exec.
             unsafe {

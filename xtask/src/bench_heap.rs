@@ -254,8 +254,10 @@ fn report(results: &[SizeResult], rounds: usize, node: &Path) -> Result<String> 
     writeln!(
         s,
         "\nThe largest pause per MiB of JS heap in use: {worst_per_mib:.2} ms. `heaptrace heap` prints \
-         its expected pause from `PAUSE_PER_MIB` in heaptrace/src/heap/run.rs, which must be at least \
-         this; it refuses heaps above `--max-heap` (1 GiB) unless `--force`."
+         its expected pause from `PAUSE_PER_MIB`, and the memory a snapshot needs from \
+         `extra_memory`, in heaptrace/src/heap/safety.rs, whose unit test holds them above these \
+         figures; it refuses heaps above `--max-heap` (256 MiB), or without that memory left, unless \
+         `--force`."
     )?;
     Ok(s)
 }

@@ -194,8 +194,9 @@ pub struct TraceArgs {
     /// When a process's JS heap is judged to leak, look inside it once
     /// through its inspector (as `heaptrace heap` does: SIGUSR1, then closed
     /// again): `heap-diff` takes two snapshots --on-leak-over apart (each
-    /// pauses the process; refused above a 1 GiB heap), `sample` runs the
-    /// sampling heap profiler (no pause). Off by default.
+    /// pauses the process; refused, as by `heaptrace heap`, above a 256 MiB
+    /// heap or without the memory it needs), `sample` runs the sampling
+    /// heap profiler (no pause). Off by default.
     #[arg(long, value_enum, value_name = "ACTION")]
     pub on_leak: Option<crate::collect::on_leak::OnLeakAction>,
 
@@ -257,13 +258,16 @@ pub struct HeapArgs {
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     pub sample: Option<Duration>,
 
-    /// Refuse to take a snapshot of a JS heap larger than this (a snapshot
-    /// pauses the process about 7 ms per MiB of heap, and needs about as
-    /// much memory again inside it).
-    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = units::parse_size)]
+    /// Refuse to take a snapshot of a JS heap with more than this in use: a
+    /// snapshot pauses the process up to 60 ms per MiB of heap (measured on
+    /// small objects), and needs up to 7 times the heap in extra memory
+    /// inside it (refused too when its cgroup or the host has not that much
+    /// left).
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = units::parse_size)]
     pub max_heap: u64,
 
-    /// Take the snapshot even above --max-heap.
+    /// Take the snapshot even above --max-heap or without the memory it
+    /// may need.
     #[arg(long)]
     pub force: bool,
 

@@ -8,11 +8,14 @@
 //! - [`snapshot`]: heap snapshot analysis, pure: classes with retained
 //!   sizes, the diff of two snapshots, retainer paths.
 //! - [`sampling`]: the sampling heap profiler's profile as allocation sites.
+//! - [`safety`]: what a snapshot costs the process, said first, and the
+//!   bounds it is refused above.
 //! - [`report`]: the answer as plain values for every output.
 
 pub mod inspector;
 pub mod report;
 pub mod run;
+pub mod safety;
 pub mod sampling;
 pub mod snapshot;
 

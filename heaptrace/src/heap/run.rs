@@ -53,13 +53,8 @@ pub struct HeapConfig {
     pub retainers: usize,
 }
 
-/// `--max-heap`'s default (the CLI's text says the same).
-pub const DEFAULT_MAX_HEAP: u64 = 1 << 30;
-
-/// How long a snapshot pauses the process per MiB of JS heap in use, from
-/// bench/results/heap.md (the largest per-MiB figure of the 10, 100 and
-/// 500 MB heaps, rounded up).
-pub const PAUSE_PER_MIB: Duration = Duration::from_millis(7);
+pub use super::safety::DEFAULT_MAX_HEAP;
+use super::safety::{self, expected_pause, fmt_pause};
 
 /// How long the sampling profiler samples: every this many bytes allocated
 /// on average (V8's default).
@@ -76,11 +71,10 @@ pub enum HeapError {
     #[error(transparent)]
     Inspector(#[from] InspectorError),
     #[error(
-        "pid {pid}'s JS heap holds {used} in use, above --max-heap {bound}: a snapshot would pause its \
-         JavaScript for about {pause} and need about as much memory again inside the process. \
-         Use --sample (no pause), or --force to take it anyway"
+        "pid {pid}: no snapshot taken: {why}. Use --sample (no pause, no snapshot), or --force to take it \
+         anyway"
     )]
-    TooLarge { pid: u32, used: String, bound: String, pause: String },
+    TooCostly { pid: u32, why: String },
     #[error("the heap snapshot could not be read: {0}")]
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
@@ -97,11 +91,6 @@ pub enum HeapError {
 enum Taken {
     Snapshots(Vec<Vec<u8>>),
     Profile(serde_json::Value),
-}
-
-/// The expected pause of a snapshot of a heap this large.
-pub fn expected_pause(heap_used: u64) -> Duration {
-    PAUSE_PER_MIB.mul_f64(heap_used as f64 / (1 << 20) as f64)
 }
 
 /// Runs one inspection, stopped by Ctrl-C or SIGTERM. `say` gets progress
@@ -195,14 +184,11 @@ async fn take(
             Ok((Taken::Profile(profile), cost))
         }
         Mode::Summary | Mode::Diff(_) => {
-            let pause = expected_pause(used);
-            if used > config.max_heap && !config.force {
-                return Err(HeapError::TooLarge {
-                    pid,
-                    used: fmt_bytes(used as f64),
-                    bound: fmt_bytes(config.max_heap as f64),
-                    pause: fmt_pause(pause),
-                });
+            if !config.force {
+                let room = tokio::task::spawn_blocking(move || safety::headroom(pid)).await.ok().flatten();
+                if let Some(why) = safety::refusal(used, config.max_heap, room.as_ref()) {
+                    return Err(HeapError::TooCostly { pid, why });
+                }
             }
             let count = if matches!(config.mode, Mode::Diff(_)) { 2 } else { 1 };
             let mut snapshots = Vec::with_capacity(count);
@@ -216,7 +202,8 @@ async fn take(
                 }
                 let used = if i == 0 { used } else { session.heap_used().await? };
                 say(format!(
-                    "pid {pid}: taking a heap snapshot of a {} JS heap: its JavaScript pauses for about {}",
+                    "pid {pid}: taking a heap snapshot of a {} JS heap: its JavaScript pauses for up to {} \
+                     (less with larger objects)",
                     fmt_bytes(used as f64),
                     fmt_pause(expected_pause(used))
                 ));
@@ -234,14 +221,6 @@ async fn take(
             }
             Ok((Taken::Snapshots(snapshots), cost))
         }
-    }
-}
-
-fn fmt_pause(pause: Duration) -> String {
-    if pause < Duration::from_secs(1) {
-        format!("{} ms", pause.as_millis().max(1))
-    } else {
-        format!("{:.1} s", pause.as_secs_f64())
     }
 }
 
@@ -371,10 +350,5 @@ mod tests {
         assert_eq!(names, ["Object", "Array"]);
         let names: Vec<&str> = retainers_of(&classes, false).map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["Object", "Array", "Timeout", "Map"]);
-    }
-
-    #[test]
-    fn the_expected_pause_scales_with_the_heap() {
-        assert_eq!(expected_pause(100 << 20), PAUSE_PER_MIB * 100);
     }
 }

@@ -100,3 +100,46 @@ pub fn memory(path: &str, pid: u32, ts_ns: u64) -> Option<CgroupSample> {
         source: CgroupVersion::V1,
     })
 }
+
+/// The memory limits over a process, its cgroup's and every ancestor's
+/// that has one, as (cgroup path, usage, limit): v2's `memory.max`, or on
+/// hybrid hosts v1's `memory.limit_in_bytes` of its v1 memory cgroup, which
+/// need not be its v2 group.
+pub fn memory_limits(pid: u32) -> Vec<(String, u64, u64)> {
+    let mut limits = Vec::new();
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let v2 = text.lines().find_map(|l| l.strip_prefix("0::"));
+    let v1 = text.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, controllers, p) = (f.next()?, f.next()?, f.next()?);
+        controllers.split(',').any(|c| c == "memory").then_some(p)
+    });
+    let ancestors = |path: &str| -> Vec<String> {
+        let mut all = vec![path.to_owned()];
+        let mut p = path;
+        while let Some((parent, _)) = p.rsplit_once('/')
+            && !parent.is_empty()
+        {
+            all.push(parent.to_owned());
+            p = parent;
+        }
+        all
+    };
+    for path in v2.map(ancestors).unwrap_or_default() {
+        let Some(dir) = v2_dir(&path) else { continue };
+        let limit = std::fs::read_to_string(dir.join("memory.max")).ok().and_then(|m| m.trim().parse().ok());
+        if let (Some(usage), Some(limit)) = (read_u64(&dir.join("memory.current")), limit) {
+            limits.push((path, usage, limit));
+        }
+    }
+    if let (Some(root), Some(v1)) = (mounts().v1_memory.as_ref(), v1) {
+        for path in ancestors(v1) {
+            let dir = root.join(path.trim_start_matches('/'));
+            let limit = read_u64(&dir.join("memory.limit_in_bytes")).filter(|&l| l < V1_UNLIMITED_FROM);
+            if let (Some(usage), Some(limit)) = (read_u64(&dir.join("memory.usage_in_bytes")), limit) {
+                limits.push((path, usage, limit));
+            }
+        }
+    }
+    limits
+}

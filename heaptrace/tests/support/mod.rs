@@ -501,6 +501,28 @@ impl Drop for CgroupGuard {
     }
 }
 
+/// A memory cgroup limited to `limit` bytes: v2's memory.max where the
+/// v2 hierarchy has the memory controller, else (hybrid hosts) a v1 memory
+/// cgroup under this test's own. Returns the `cgroup.procs` to join.
+pub fn memory_cgroup(guard: &mut CgroupGuard, name: &str, limit: u64) -> PathBuf {
+    let v2 = cgroup_v2_root();
+    let v2_memory =
+        std::fs::read_to_string(v2.join("cgroup.subtree_control")).is_ok_and(|c| c.contains("memory"));
+    let (dir, file) = if v2_memory {
+        (guard.make(&v2.join(name)), "memory.max")
+    } else {
+        let own = std::fs::read_to_string("/proc/self/cgroup")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.trim_start_matches('/').to_owned()))
+            .expect("a memory cgroup, v2 or v1");
+        let v1 = Path::new("/sys/fs/cgroup/memory").join(own).join(name);
+        (guard.make(&v1), "memory.limit_in_bytes")
+    };
+    std::fs::write(dir.join(file), limit.to_string()).unwrap_or_else(|e| panic!("{file}: {e}"));
+    dir.join("cgroup.procs")
+}
+
 /// The BPF programs a process holds (from its fds), by id, with names.
 pub fn bpf_programs_of(pid: u32) -> Vec<(u64, String)> {
     let mut ids = Vec::new();
