@@ -260,8 +260,8 @@ pub struct HeapArgs {
 
     /// Refuse to take a snapshot of a JS heap with more than this in use: a
     /// snapshot pauses the process up to 60 ms per MiB of heap (measured on
-    /// small objects), and needs up to 7 times the heap in extra memory
-    /// inside it (refused too when its cgroup or the host has not that much
+    /// small objects), and needs up to 7 times the heap and 48 MiB in extra
+    /// memory inside it (refused too when its cgroup or the host has not that much
     /// left).
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = units::parse_size)]
     pub max_heap: u64,

@@ -185,8 +185,11 @@ async fn take(
         }
         Mode::Summary | Mode::Diff(_) => {
             if !config.force {
-                let room = tokio::task::spawn_blocking(move || safety::headroom(pid)).await.ok().flatten();
-                if let Some(why) = safety::refusal(used, config.max_heap, room.as_ref()) {
+                let (room, host) =
+                    tokio::task::spawn_blocking(move || (safety::headroom(pid), safety::host_available()))
+                        .await
+                        .unwrap_or_default();
+                if let Some(why) = safety::refusal(used, config.max_heap, room.as_ref(), host.as_ref()) {
                     return Err(HeapError::TooCostly { pid, why });
                 }
             }

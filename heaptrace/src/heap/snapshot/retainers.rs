@@ -15,7 +15,8 @@ const INSTANCE_PROPERTIES: usize = 4;
 /// The shortest strong path from a root to one instance of `class`; with
 /// `not_in`, preferring an instance that snapshot did not have (a new one).
 ///
-/// Which instance: a new one if `not_in` is given and any is alive, then
+/// Which instance: a new one if `not_in` is given and any is alive (one
+/// that no other new object holds first), then
 /// the one retaining the most (a class's retained bytes are mostly its few
 /// big instances: the array holding a leak, not the thousand small objects
 /// nearer the roots), then the nearest. Its path goes through the user's
@@ -27,7 +28,13 @@ pub fn retainer_path(snapshot: &Snapshot, class: &str, not_in: Option<&Snapshot>
     let class_index = snapshot.class_index(class)? as u32;
     let graph = &snapshot.graph;
     let reached = search(graph);
-    let mut best: Option<(bool, u64, usize)> = None;
+    // With a diff: a new object that another new one holds is part of that
+    // one's growth (see `growth`); its own path says less.
+    let nested = not_in.map(|old| {
+        let is_new: Vec<bool> = (0..graph.node_count()).map(|n| !old.has_id(graph.node_id(n))).collect();
+        super::growth::nested_in_new(snapshot, &is_new)
+    });
+    let mut best: Option<((bool, bool), u64, usize)> = None;
     // `reached.order` is in search order, so the first of equals is the
     // nearest (and through the user's roots if any is).
     for &node in &reached.order {
@@ -36,7 +43,8 @@ pub fn retainer_path(snapshot: &Snapshot, class: &str, not_in: Option<&Snapshot>
             continue;
         }
         let new = not_in.is_some_and(|old| !old.has_id(graph.node_id(node)));
-        let key = (new, snapshot.retained[node]);
+        let own_growth = new && !nested.as_ref().is_some_and(|n| n[node]);
+        let key = ((own_growth, new), snapshot.retained[node]);
         if best.is_none_or(|(n, r, _)| key > (n, r)) {
             best = Some((key.0, key.1, node));
         }

@@ -153,7 +153,11 @@ fn cost(out: &mut dyn Write, report: &HeapReport) -> io::Result<()> {
             .zip(&c.snapshot_bytes)
             .map(|(ms, bytes)| format!("{ms:.0} ms ({})", fmt_bytes(*bytes as f64)))
             .collect();
-        writeln!(out, "\nCost: snapshot pauses {}; inspector {inspector}.", each.join(", "))?;
+        writeln!(
+            out,
+            "\nCost: snapshots took {} from request to last byte (about the process's pause); inspector {inspector}.",
+            each.join(", ")
+        )?;
     }
     for path in &c.saved {
         writeln!(out, "Saved {} (mode 0600: it holds the process's data).", path.display())?;
@@ -226,7 +230,7 @@ mod tests {
         assert!(text.contains("V8's own objects: (array) +228.9 MiB"), "{text}");
         assert!(text.contains("(GC roots) → leaks: Array → [299]: Object"), "{text}");
         assert!(
-            text.contains("410 ms (40.0 MiB), 440 ms (41.0 MiB); inspector opened and closed again"),
+            text.contains("took 410 ms (40.0 MiB), 440 ms (41.0 MiB) from request to last byte"),
             "{text}"
         );
     }
