@@ -320,12 +320,17 @@ pub(crate) fn cpu_seconds(pid: u32) -> Result<f64> {
 }
 
 pub(crate) fn peak_rss(pid: u32) -> Result<u64> {
+    status_bytes(pid, "VmHWM")
+}
+
+/// A `kB` field of /proc/PID/status, in bytes.
+pub(crate) fn status_bytes(pid: u32, field: &str) -> Result<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .context("no VmHWM")?;
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
     Ok(kb * 1024)
 }
 

@@ -22,7 +22,9 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::bench::{build_heaptrace, host_model, kernel_release, median, peak_rss, repo_root, write_report};
+use crate::bench::{
+    build_heaptrace, host_model, kernel_release, median, peak_rss, repo_root, status_bytes, write_report,
+};
 
 const SIZES_MB: [u64; 3] = [10, 100, 500];
 
@@ -82,13 +84,7 @@ impl Server {
     }
 
     fn rss(&self) -> Result<u64> {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
-        let kb = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .context("no VmRSS")?;
-        Ok(kb * 1024)
+        status_bytes(self.pid(), "VmRSS")
     }
 
     /// node's own snapshot: SIGUSR2, then wait for the file to be complete
