@@ -338,9 +338,10 @@ fn refusals_exit_non_zero_with_a_message() {
 }
 
 /// The tracer's `--on-leak heap-diff`: once the JS heap is judged to leak,
-/// a `heap` record with the diff follows, and the inspector is closed.
+/// a `heap` record with the diff follows, the inspector is closed, and
+/// when the process dies its death record and dump carry the diff.
 #[test]
-fn on_leak_heap_diff_follows_a_js_heap_leak_verdict() {
+fn on_leak_heap_diff_follows_a_js_heap_leak_verdict_into_the_death_dump() {
     require_root();
     let mut cmd = Command::new("unshare");
     cmd.args(["-n", "sh", "-c", "ip link set lo up && exec \"$@\"", "sh"])
@@ -353,7 +354,10 @@ fn on_leak_heap_diff_follows_a_js_heap_leak_verdict() {
     let lines = line_channel(node.0.stdout.take().unwrap());
     expect_line_on(&lines, "ready ");
     let pid = node.0.id();
-    let mut h = Heaptrace::attach(&[pid], &["--on-leak", "heap-diff", "--on-leak-over", "3s"]);
+    let dumps = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("heap-dumps-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dumps);
+    let extra = ["--on-leak", "heap-diff", "--on-leak-over", "3s", "--dump-dir", dumps.to_str().unwrap()];
+    let mut h = Heaptrace::attach(&[pid], &extra);
     let verdict = h.next_matching_within("leak verdict", Duration::from_secs(120), |v| {
         v["type"] == "verdict" && v["pid"] == pid && v["verdict"]["state"] == "leak"
     });
@@ -364,11 +368,22 @@ fn on_leak_heap_diff_follows_a_js_heap_leak_verdict() {
     assert_eq!(report["classes"][0]["name"], "Object", "{report}");
     let steps = names_of(&report["retainers"][0]["path"]);
     assert!(steps.iter().any(|(edge, _)| edge == "leaks"), "{steps:?}");
-    let (status, _) = h.stop();
-    assert!(status.success());
     let closed = Command::new("nsenter")
         .args(["-t", &pid.to_string(), "-n", "curl", "-sS", "-m", "3", "http://127.0.0.1:9229/json/list"])
         .output()
         .unwrap();
     assert_eq!(closed.status.code(), Some(7), "port 9229 still open");
+
+    // SAFETY: kill() on our own child's pid with a valid signal number.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let death = h.next_matching("death", |v| v["type"] == "death" && v["pid"] == pid);
+    assert_eq!(death["heap"]["mode"], "diff", "{death}");
+    assert_eq!(death["heap"]["classes"][0]["name"], "Object");
+    let dump: Value =
+        serde_json::from_str(&std::fs::read_to_string(death["dump_path"].as_str().unwrap()).unwrap())
+            .unwrap();
+    assert_eq!(dump["heap"], death["heap"]);
+    let (status, _) = h.finish();
+    assert!(status.success());
+    std::fs::remove_dir_all(&dumps).unwrap();
 }

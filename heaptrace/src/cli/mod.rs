@@ -69,8 +69,9 @@ pub enum Command {
 
 const HEAP_HELP: &str =
     "What it does to the process: sends it SIGUSR1, which makes node open its inspector on
-127.0.0.1:9229 inside the process's own network namespace; connects there; takes heap
-snapshots (each pauses the process's JavaScript while V8 writes it) or runs the
+127.0.0.1:9229 inside the process's own network namespace (node prints \"Debugger
+listening on ...\" on its stderr); connects there; takes heap snapshots (each pauses the
+process's JavaScript while V8 writes it, and needs memory inside it) or runs the
 sampling heap profiler (no pause); then closes the inspector again. Refuses when it
 cannot do that safely (not node, --disable-sigusr1, the permission model, an
 application SIGUSR1 handler, a debugger already attached, the port taken).
