@@ -287,9 +287,11 @@ fn analyse_now(config: &HeapConfig, taken: Taken, cost: Cost) -> Result<HeapRepo
                 _ => unreachable!("one or two snapshots"),
             };
             let last = parsed.last().expect("at least one snapshot");
+            // A path of one step is a root itself (the global object).
             report.retainers = retainers_of(&classes, not_in.is_some())
-                .take(config.retainers)
                 .filter_map(|c| snapshot::retainer_path(last, &c.name, not_in))
+                .filter(|r| r.path.len() > 1)
+                .take(config.retainers)
                 .collect();
             report.classes = classes;
         }

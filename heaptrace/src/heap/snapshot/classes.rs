@@ -42,6 +42,9 @@ pub(super) fn compute(json: &[u8], graph: &HeapGraph) -> Result<Figures, Snapsho
             .iter()
             .map(|g| {
                 let name = parsed.get_node(g.index).map(|n| n.class_name()).unwrap_or("(unknown)");
+                // V8 names the global object "global / " and the page's
+                // URL, which node has none of.
+                let name = name.strip_suffix(" / ").unwrap_or(name);
                 let stats = ClassStats {
                     name: name.to_string(),
                     count: g.nodes.len() as u64,
