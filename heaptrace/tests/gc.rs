@@ -210,6 +210,11 @@ fn compare_with_trace_gc(b: &NodeBuild, extra_node_args: &[&str], script_args: &
     let mib = 1024.0 * 1024.0;
     let mut outside_tolerance = Vec::new();
     let mut marking_cycles = 0;
+    // Marking times outside the bounds below: a stall of the VM lands in one
+    // cycle's figure or the other's now and then (seen once in a few CI
+    // runs, either way); a bug (lost steps, steps carried across cycles)
+    // would put most cycles out.
+    let mut marking_outside = Vec::new();
     for (i, (t, r)) in pairs.into_iter().enumerate() {
         assert_eq!(r["kind"] == "major", t.major, "{}: GC #{i} kind: {r} vs {t:?}", b.name);
         let pause_ms = r["pause_ns"].as_f64().unwrap() / 1e6;
@@ -249,11 +254,9 @@ fn compare_with_trace_gc(b: &NodeBuild, extra_node_args: &[&str], script_args: &
             // preempted inside traps: times are compared single-isolate.
             if ours_steps > 0 && !script_args.contains(&"--workers") {
                 let ours_ms = r["marking_step_ns"].as_f64().unwrap() / 1e6;
-                assert!(
-                    ours_ms >= 0.9 * marking_ms - 0.2 && ours_ms <= 2.0 * marking_ms + 1.0,
-                    "{}: GC #{i} marking {ours_ms} ms vs --trace-gc {marking_ms} ms",
-                    b.name
-                );
+                if !(ours_ms >= 0.9 * marking_ms - 0.2 && ours_ms <= 2.0 * marking_ms + 1.0) {
+                    marking_outside.push(format!("GC #{i}: {ours_ms:.2} ms vs --trace-gc {marking_ms} ms"));
+                }
                 marking_cycles += 1;
             }
         }
@@ -278,6 +281,12 @@ fn compare_with_trace_gc(b: &NodeBuild, extra_node_args: &[&str], script_args: &
     {
         assert!(marking_cycles > 0, "{}: no incremental-marking cycle compared", b.name);
     }
+    assert!(
+        marking_outside.len() <= marking_cycles / 10,
+        "{}: {} of {marking_cycles} marking times out of bounds: {marking_outside:?}",
+        b.name,
+        marking_outside.len()
+    );
     // The summary counts every pause heaptrace saw, idle ones before GO too.
     let all = records.iter().filter(|r| r["type"] == "gc" && r["pid"] == pid).count();
     assert_eq!(int(&process_summary(&records, pid)["gc"], "count"), all as i64);
