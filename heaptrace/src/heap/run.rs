@@ -287,9 +287,10 @@ fn analyse_now(config: &HeapConfig, taken: Taken, cost: Cost) -> Result<HeapRepo
                 _ => unreachable!("one or two snapshots"),
             };
             let last = parsed.last().expect("at least one snapshot");
+            let paths = snapshot::Retainers::new(last, not_in);
             // A path of one step is a root itself (the global object).
             report.retainers = retainers_of(&classes, not_in.is_some())
-                .filter_map(|c| snapshot::retainer_path(last, &c.name, not_in))
+                .filter_map(|c| paths.path(&c.name))
                 .filter(|r| r.path.len() > 1)
                 .take(config.retainers)
                 .collect();

@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 
 use super::report::ClassStats;
 pub use super::report::is_user_class;
-pub use retainers::retainer_path;
+pub use retainers::{Retainers, retainer_path};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {

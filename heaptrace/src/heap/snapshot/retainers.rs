@@ -25,36 +25,57 @@ const INSTANCE_PROPERTIES: usize = 4;
 /// `(Global handles)`, ...). None if the class is not in the snapshot or
 /// no instance is strongly reachable.
 pub fn retainer_path(snapshot: &Snapshot, class: &str, not_in: Option<&Snapshot>) -> Option<RetainerPath> {
-    let class_index = snapshot.class_index(class)? as u32;
-    let graph = &snapshot.graph;
-    let reached = search(graph);
-    // With a diff: a new object that another new one holds is part of that
-    // one's growth (see `growth`); its own path says less.
-    let nested = not_in.map(|old| {
-        let is_new: Vec<bool> = (0..graph.node_count()).map(|n| !old.has_id(graph.node_id(n))).collect();
-        super::growth::nested_in_new(snapshot, &is_new)
-    });
-    let mut best: Option<((bool, bool), u64, usize)> = None;
-    // `reached.order` is in search order, so the first of equals is the
-    // nearest (and through the user's roots if any is).
-    for &node in &reached.order {
-        let node = node as usize;
-        if snapshot.class_of[node] != class_index {
-            continue;
-        }
-        let new = not_in.is_some_and(|old| !old.has_id(graph.node_id(node)));
-        let own_growth = new && !nested.as_ref().is_some_and(|n| n[node]);
-        let key = ((own_growth, new), snapshot.retained[node]);
-        if best.is_none_or(|(n, r, _)| key > (n, r)) {
-            best = Some((key.0, key.1, node));
-        }
+    Retainers::new(snapshot, not_in).path(class)
+}
+
+/// [`retainer_path`] for several classes of one snapshot: the search from
+/// the roots and, with a diff, which new objects other new ones hold, are
+/// computed once (each is a pass over the whole graph).
+pub struct Retainers<'a> {
+    snapshot: &'a Snapshot,
+    not_in: Option<&'a Snapshot>,
+    reached: Reached,
+    /// With a diff: a new object that another new one holds is part of that
+    /// one's growth (see `growth`); its own path says less.
+    nested: Option<Vec<bool>>,
+}
+
+impl<'a> Retainers<'a> {
+    pub fn new(snapshot: &'a Snapshot, not_in: Option<&'a Snapshot>) -> Self {
+        let graph = &snapshot.graph;
+        let nested = not_in.map(|old| {
+            let is_new: Vec<bool> = (0..graph.node_count()).map(|n| !old.has_id(graph.node_id(n))).collect();
+            super::growth::nested_in_new(snapshot, &is_new)
+        });
+        Self { snapshot, not_in, reached: search(graph), nested }
     }
-    let (_, _, target) = best?;
-    Some(RetainerPath {
-        class: class.to_string(),
-        instance: describe_instance(graph, target),
-        path: path_to(graph, &reached.via, target),
-    })
+
+    pub fn path(&self, class: &str) -> Option<RetainerPath> {
+        let snapshot = self.snapshot;
+        let class_index = snapshot.class_index(class)? as u32;
+        let graph = &snapshot.graph;
+        let mut best: Option<((bool, bool), u64, usize)> = None;
+        // `reached.order` is in search order, so the first of equals is the
+        // nearest (and through the user's roots if any is).
+        for &node in &self.reached.order {
+            let node = node as usize;
+            if snapshot.class_of[node] != class_index {
+                continue;
+            }
+            let new = self.not_in.is_some_and(|old| !old.has_id(graph.node_id(node)));
+            let own_growth = new && !self.nested.as_ref().is_some_and(|n| n[node]);
+            let key = ((own_growth, new), snapshot.retained[node]);
+            if best.is_none_or(|(n, r, _)| key > (n, r)) {
+                best = Some((key.0, key.1, node));
+            }
+        }
+        let (_, _, target) = best?;
+        Some(RetainerPath {
+            class: class.to_string(),
+            instance: describe_instance(graph, target),
+            path: path_to(graph, &self.reached.via, target),
+        })
+    }
 }
 
 struct Reached {
