@@ -17,6 +17,7 @@ pub mod heap;
 pub mod host;
 pub mod kernel;
 pub mod output;
+pub mod recording;
 pub mod symbols;
 pub mod units;
 pub mod v8;

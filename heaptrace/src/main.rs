@@ -34,6 +34,13 @@ fn main() -> ExitCode {
             };
             run_to_end("heaptrace agent", heaptrace::agent::run(args, config))
         }
+        Command::Report(args) => match heaptrace::recording::report::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("heaptrace report: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Heap(args) => {
             let config = match cli::heap_config(&args) {
                 Ok(config) => config,

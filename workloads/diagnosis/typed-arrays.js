@@ -12,6 +12,12 @@
 // RSS sits at a bounded high-water mark (90-180 MiB measured at the defaults on
 // Node 22), dropping when glibc trims; it does not trend upwards.
 //
+// heaptrace's verdict test (heaptrace/tests/diagnosis.rs) runs it with
+// MALLOC_MMAP_THRESHOLD_=1048576, which turns glibc's dynamic threshold off:
+// every array is then mmapped and munmapped whole, and native memory saws
+// with the arrays (50-90 MiB measured over 240 s, no trend) instead of
+// climbing to the brk heap's high-water mark for minutes.
+//
 //   env: MIN_MB=8 MAX_MB=32 TICK_MS=1000, churn knobs, VERBOSE=1
 //   node --trace-gc typed-arrays.js
 'use strict';

@@ -20,9 +20,7 @@ use crate::{
     output::{CollectorStats, Sink},
 };
 
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default()
-}
+use crate::host::host_name;
 
 /// The collector's sink: records go into the shared metrics.
 struct Shared(http::Shared);

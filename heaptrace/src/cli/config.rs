@@ -50,6 +50,8 @@ pub struct Config {
     /// `--flamegraph` and `--pprof`: written at the end.
     pub flamegraph: Option<std::path::PathBuf>,
     pub pprof: Option<std::path::PathBuf>,
+    /// `--record` and `--record-max`.
+    pub record: Option<RecordTo>,
     /// `--on-leak`, and for how long it diffs or samples.
     pub on_leak: Option<(crate::collect::on_leak::OnLeakAction, Duration)>,
 }
@@ -131,12 +133,31 @@ impl Config {
             drain_every: Duration::from_millis(20),
             events: false,
             dump_dir: tracing.dump_dir.as_deref().map(dump_dir).transpose()?,
+            record: record(&tracing)?,
             stack_min_bytes: 0,
             flamegraph: None,
             pprof: None,
             on_leak: None,
         })
     }
+}
+
+/// Where a recording goes, and its largest size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordTo {
+    pub path: std::path::PathBuf,
+    pub max_bytes: u64,
+}
+
+/// The smallest `--record-max`: a header and a few seconds of chunks.
+const MIN_RECORD_MAX: u64 = 64 << 10;
+
+fn record(tracing: &TracingArgs) -> Result<Option<RecordTo>, String> {
+    let Some(path) = &tracing.record else { return Ok(None) };
+    if tracing.record_max < MIN_RECORD_MAX {
+        return Err(format!("--record-max must be at least {}", crate::units::fmt_bytes(MIN_RECORD_MAX as f64)));
+    }
+    Ok(Some(RecordTo { path: output_file("--record", path)?, max_bytes: tracing.record_max }))
 }
 
 /// Longest `--diff` or `--sample`: the inspector stays open that long.

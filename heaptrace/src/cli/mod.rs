@@ -17,7 +17,7 @@ mod tests;
 use std::{net::SocketAddr, time::Duration};
 
 use clap::{Arg, ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-pub use config::{Config, OutputFormat, heap as heap_config};
+pub use config::{Config, OutputFormat, RecordTo, heap as heap_config};
 
 use crate::{kernel::MemHookChoice, units};
 
@@ -65,7 +65,20 @@ pub enum Command {
     /// node's inspector (opt-in: this one touches the process).
     #[command(after_help = HEAP_HELP)]
     Heap(HeapArgs),
+    /// Replay a recording made with --record, on any machine: the records,
+    /// verdicts and summary the live run printed.
+    #[command(after_help = REPORT_HELP)]
+    Report(ReportArgs),
 }
+
+const REPORT_HELP: &str = "A recording cut short (a crash, SIGKILL, --record-max) replays up to its last
+complete chunk (about a second before the end), with a warning, and its summary is
+made there.
+
+Examples:
+  sudo heaptrace --pid 4242 --record incident.htrec   # record while tracing (any output mode, the agent too)
+  heaptrace report incident.htrec                     # what the live run printed
+  heaptrace report incident.htrec -o json | jq 'select(.type == \"verdict\")'";
 
 const HEAP_HELP: &str =
     "What it does to the process: sends it SIGUSR1, which makes node open its inspector on
@@ -150,6 +163,17 @@ pub struct TracingArgs {
     /// 0600). Created if missing.
     #[arg(long, value_name = "DIR")]
     pub dump_dir: Option<std::path::PathBuf>,
+
+    /// Record everything the collector learns to this file (mode 0600), a
+    /// chunk a second: `heaptrace report FILE` replays it anywhere, even
+    /// cut short by a crash.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<std::path::PathBuf>,
+
+    /// Stop recording (with a warning; tracing goes on) when the file
+    /// reaches this size.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = units::parse_size, requires = "record")]
+    pub record_max: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -285,6 +309,23 @@ pub struct HeapArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+}
+
+/// `heaptrace report FILE`.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// The recording (`--record FILE`).
+    #[arg(value_name = "FILE")]
+    pub file: std::path::PathBuf,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    /// Text output: print every GC pause and every large mapping (by
+    /// default they are summed up per interval).
+    #[arg(short, long)]
+    pub events: bool,
 }
 
 /// The full command definition: the derived one, with the agent's

@@ -9,6 +9,7 @@ fn parse(args: &[&str]) -> Result<Config, String> {
         Command::Trace(args) => Config::trace(args),
         Command::Agent(args) => Config::agent(&args),
         Command::Heap(_) => Err("a heap command".into()),
+        Command::Report(_) => Err("a report command".into()),
     }
 }
 
@@ -52,7 +53,7 @@ fn the_definition_is_consistent() {
 #[test]
 fn help_is_pinned() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/cli/help");
-    for (file, sub) in [("heaptrace.txt", None), ("agent.txt", Some("agent")), ("heap.txt", Some("heap"))] {
+    for (file, sub) in [("heaptrace.txt", None), ("agent.txt", Some("agent")), ("heap.txt", Some("heap")), ("report.txt", Some("report"))] {
         let mut cmd = command().term_width(100);
         let help = match sub {
             None => cmd.render_long_help().to_string(),
@@ -214,3 +215,19 @@ fn events_come_with_the_flag_or_verbose() {
     assert!(parse(&["--pid", "42", "--events"]).unwrap().events);
     assert!(parse(&["--pid", "42", "-v"]).unwrap().events);
 }
+
+#[test]
+fn record_flags_are_checked() {
+    let c = parse(&["--pid", "42", "--record", "/tmp/x.htrec"]).unwrap();
+    assert_eq!(c.record, Some(config::RecordTo { path: "/tmp/x.htrec".into(), max_bytes: 1 << 30 }));
+    let c = parse(&["--pid", "42", "--record", "/tmp/x.htrec", "--record-max", "10MiB"]).unwrap();
+    assert_eq!(c.record.unwrap().max_bytes, 10 << 20);
+    let e = parse(&["--pid", "42", "--record-max", "10MiB"]).unwrap_err();
+    assert!(e.contains("--record"), "{e}");
+    let e = parse(&["--pid", "42", "--record", "/tmp/x.htrec", "--record-max", "1KiB"]).unwrap_err();
+    assert!(e.contains("at least"), "{e}");
+    let e = parse(&["--pid", "42", "--record", "/nonexistent-dir/x.htrec"]).unwrap_err();
+    assert!(e.contains("no such directory"), "{e}");
+    assert!(parse(&["agent", "--record", "/tmp/a.htrec"]).unwrap().record.is_some());
+}
+

@@ -38,6 +38,7 @@ use crate::{
     },
     kernel::Tracer,
     output::{CollectorStats, Sink, dump},
+    recording::{StepRef, writer::RecordingWriter},
     symbols::StackNamer,
     v8::V8Support,
 };
@@ -84,6 +85,14 @@ pub async fn run(config: Config, sink: &mut dyn Sink) -> Result<Stop> {
         mem_hook: tracer.mem_hook(),
         group_all: selection.follows(),
     });
+    let model_config = model.config().clone();
+    let recording = match &config.record {
+        Some(record) => Some(
+            RecordingWriter::create(&record.path, record.max_bytes, &crate::recording::Header::now(model_config))
+                .with_context(|| format!("--record {}", record.path.display()))?,
+        ),
+        None => None,
+    };
     let mut c = Collector {
         tracer,
         model,
@@ -98,6 +107,7 @@ pub async fn run(config: Config, sink: &mut dyn Sink) -> Result<Stop> {
         exports_written: true,
         out: Vec::new(),
         on_leak: on_leak::OnLeak::new(config.on_leak),
+        recording,
     };
     c.begin()?;
     let looped = c.main_loop(&config).await;
@@ -110,6 +120,9 @@ pub async fn run(config: Config, sink: &mut dyn Sink) -> Result<Stop> {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Stop::OutputClosed,
         Err(e) => return Err(e).context("writing output"),
     };
+    if let Some(recording) = c.recording.take() {
+        say_recorded(recording.finish());
+    }
     if !c.exports_written {
         anyhow::bail!("the flame graph or pprof file could not be written (see above)");
     }
@@ -133,6 +146,8 @@ struct Collector<'a> {
     out: Vec<Record>,
     /// `--on-leak`'s inspections.
     on_leak: on_leak::OnLeak,
+    /// `--record`: every input, as the model gets it.
+    recording: Option<RecordingWriter>,
 }
 
 impl Collector<'_> {
@@ -158,6 +173,9 @@ impl Collector<'_> {
             processes: self.model.live_pids().len(),
             mem_hook: self.tracer.mem_hook(),
         });
+        if let (Some(recording), Record::Start(s)) = (&mut self.recording, &started) {
+            recording.step(StepRef::Start(s));
+        }
         self.sink.record(&started).context("writing output")?;
         self.emit().context("writing output")
     }
@@ -198,15 +216,21 @@ impl Collector<'_> {
                 _ = sample_tick.tick(), if separate_samples => {
                     self.drain();
                     self.sample();
+                    self.end_recording_chunk();
                 }
                 _ = snapshot_tick.tick() => {
                     self.drain();
                     if !separate_samples {
                         self.sample();
                     }
-                    self.model.snapshots(clock::monotonic_ns(), &mut self.out);
+                    let now_ns = clock::monotonic_ns();
+                    self.record_step(StepRef::Snapshots { now_ns });
+                    self.model.snapshots(now_ns, &mut self.out);
                     self.emit()?;
-                    self.sink.tick(&self.stats());
+                    let stats = self.stats();
+                    self.record_step(StepRef::Tick(&stats));
+                    self.sink.tick(&stats);
+                    self.end_recording_chunk();
                 }
                 _ = rescan_tick.tick(), if follows => self.rescan(),
                 (pid, result) = self.on_leak.next() => self.heap_done(pid, result),
@@ -224,7 +248,9 @@ impl Collector<'_> {
     fn finish(&mut self) -> io::Result<()> {
         self.drain();
         self.sample();
-        let summary = self.model.summary(clock::monotonic_ns());
+        let now_ns = clock::monotonic_ns();
+        self.record_step(StepRef::Summary { now_ns });
+        let summary = self.model.summary(now_ns);
         if let Record::Summary(s) = &summary {
             self.exports_written = self.exports.write(s);
         }
@@ -238,6 +264,25 @@ impl Collector<'_> {
             self.v8.detach(pid, &mut self.tracer);
         }
         self.sink.flush()
+    }
+
+    /// Every input reaches the model through here, and the recording first.
+    fn feed(&mut self, input: Input) {
+        self.record_step(StepRef::Input(&input));
+        self.model.apply(input, &mut self.out);
+    }
+
+    fn record_step(&mut self, step: StepRef<'_>) {
+        if let Some(recording) = &mut self.recording {
+            recording.step(step);
+        }
+    }
+
+    /// A recording is written a chunk per second: a crash loses at most that.
+    fn end_recording_chunk(&mut self) {
+        if let Some(recording) = &mut self.recording {
+            recording.end_chunk();
+        }
     }
 
     /// Every waiting kernel event, through the lifecycle, one at a time (an
@@ -276,7 +321,7 @@ impl Collector<'_> {
                 ids.iter().map(|&id| (id, self.tracer.stack(id))).collect();
             let named = self.stacks.name_many(pid, &traces, &mut self.v8);
             for (id, frames) in ids.into_iter().zip(named) {
-                self.model.apply(Input::Stack { pid, id, frames }, &mut self.out);
+                self.feed(Input::Stack { pid, id, frames });
             }
         }
     }
@@ -289,7 +334,7 @@ impl Collector<'_> {
         }
         let trace = self.tracer.stack(id);
         let frames = self.stacks.name(pid, id, trace.as_ref(), &mut self.v8);
-        self.model.apply(Input::Stack { pid, id, frames }, &mut self.out);
+        self.feed(Input::Stack { pid, id, frames });
     }
 
     /// Processes the selection picks that are not traced yet.
@@ -321,11 +366,11 @@ impl Collector<'_> {
         }
         for (path, pid) in group_member {
             if let Some(sample) = host::cgroup::memory(&path, pid, clock::monotonic_ns()) {
-                self.model.apply(Input::Cgroup(sample), &mut self.out);
+                self.feed(Input::Cgroup(sample));
             }
         }
         let (kernel, undecodable) = self.tracer.drops();
-        self.model.apply(Input::Drops { ts_ns: clock::monotonic_ns(), kernel, undecodable }, &mut self.out);
+        self.feed(Input::Drops { ts_ns: clock::monotonic_ns(), kernel, undecodable });
     }
 
     /// After start, no action can fail: only named processes can, and they
@@ -342,7 +387,7 @@ impl Collector<'_> {
         for action in actions {
             let follow_ups = match action {
                 Action::Apply(input) => {
-                    self.model.apply(input, &mut self.out);
+                    self.feed(input);
                     continue;
                 }
                 Action::Trace(request) => {
@@ -378,7 +423,7 @@ impl Collector<'_> {
                                 bytes: limits.heap_size_limit,
                                 old_generation_bytes: limits.old_generation,
                             };
-                            self.model.apply(input, &mut self.out);
+                            self.feed(input);
                         }
                         Err(e) if self.verbose => {
                             eprintln!("heaptrace: pid {pid}: V8's heap limit not read: {e}")
@@ -476,7 +521,7 @@ impl Collector<'_> {
     /// there is none.
     fn heap_done(&mut self, pid: u32, result: Result<crate::heap::HeapReport, String>) {
         match result {
-            Ok(report) => self.model.apply(Input::Heap(Box::new(report)), &mut self.out),
+            Ok(report) => self.feed(Input::Heap(Box::new(report))),
             Err(e) => eprintln!("heaptrace: pid {pid}: --on-leak: {e}"),
         }
     }
@@ -504,5 +549,26 @@ async fn until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Where the recording went, and how to read it.
+fn say_recorded(written: crate::recording::writer::Written) {
+    let size = crate::units::fmt_bytes(written.bytes as f64);
+    match (&written.error, written.stopped_at_max) {
+        (Some(e), _) => eprintln!(
+            "heaptrace: the recording {} is incomplete ({size}; writing failed: {e}); it replays up to there",
+            written.path.display()
+        ),
+        (None, true) => eprintln!(
+            "heaptrace: the recording {} stopped at --record-max ({size}); `heaptrace report {}` replays up to there",
+            written.path.display(),
+            written.path.display()
+        ),
+        (None, false) => eprintln!(
+            "heaptrace: recorded {size} to {}; replay it with `heaptrace report {}`",
+            written.path.display(),
+            written.path.display()
+        ),
     }
 }

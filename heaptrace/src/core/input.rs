@@ -85,6 +85,18 @@ impl Serialize for MemHook {
     }
 }
 
+/// The inverse of [`MemHook::description`]: a recording's `start` record
+/// reads back as it was written.
+impl<'de> Deserialize<'de> for MemHook {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        [MemHook::BtfTracepoint, MemHook::RawTracepoint, MemHook::Tracepoint]
+            .into_iter()
+            .find(|hook| hook.description() == text)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown memory hook {text:?}")))
+    }
+}
+
 /// Which cgroup hierarchy a group's memory figures came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

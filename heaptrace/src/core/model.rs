@@ -36,7 +36,9 @@ pub const RETIRED_KEPT: usize = 64;
 /// Groups without a live process kept (the most recently active).
 pub const IDLE_GROUPS_KEPT: usize = 64;
 
-#[derive(Clone, Debug)]
+/// How the model is set up; a recording keeps it, so that its replay
+/// reads times and sizes as the live run did.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelConfig {
     pub page_size: u64,
     /// mmap/mremap/munmap at or above this size become `mapping` records.
@@ -454,6 +456,10 @@ impl Model {
     }
 
     /// Whether any traced process is still running.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
     pub fn any_live(&self) -> bool {
         !self.processes.is_empty()
     }

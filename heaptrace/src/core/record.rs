@@ -1,7 +1,7 @@
 //! What the core reports. Each record is one JSON Lines object, tagged by
 //! `type`; docs/json-output.md is the schema and must change with this file.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     container::ContainerRef,
@@ -52,8 +52,8 @@ pub enum Record {
 }
 
 /// How tracing was set up; emitted once the programs are attached and the
-/// processes running at start are traced.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// processes running at start are traced. A recording keeps it as it was.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Started {
     pub ts: f64,
     /// [`SCHEMA_VERSION`].
@@ -391,7 +391,7 @@ pub struct Dropped {
 }
 
 /// Counts of what the model holds, to show that state stays bounded.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelSize {
     pub live_processes: usize,
     pub retired_kept: usize,

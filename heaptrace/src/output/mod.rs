@@ -28,8 +28,9 @@ pub trait Sink {
     fn tick(&mut self, _stats: &CollectorStats) {}
 }
 
-/// The collector's figures about itself, running totals.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+/// The collector's figures about itself, running totals (kept in a
+/// recording, so a replay's sinks see them too).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CollectorStats {
     /// CLOCK_MONOTONIC, ns.
     pub now_ns: u64,

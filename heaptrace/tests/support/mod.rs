@@ -104,8 +104,13 @@ pub struct Workload {
 
 impl Workload {
     pub fn spawn(program: &Path, args: &[&str]) -> Self {
+        Self::spawn_with_env(program, args, &[])
+    }
+
+    pub fn spawn_with_env(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

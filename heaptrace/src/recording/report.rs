@@ -1,0 +1,47 @@
+//! `heaptrace report FILE`: a recording replayed into the output a live run
+//! gives, with a warning when the recording was cut short.
+
+use std::io;
+
+use anyhow::Context;
+
+use super::{reader::Reader, replay};
+use crate::{
+    cli::{OutputFormat, ReportArgs},
+    output::{JsonSink, Sink, TextSink},
+};
+
+/// Replays `args.file` to stdout. A file that is no recording, or one from
+/// a newer heaptrace, is an error; a recording cut short is replayed up to
+/// its last complete chunk, with a warning.
+pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
+    let file = args.file.display();
+    let mut reader = Reader::open(&args.file).with_context(|| format!("{file}"))?;
+    let stdout = io::stdout().lock();
+    let mut sink: Box<dyn Sink> = match args.output {
+        OutputFormat::Text => Box::new(TextSink::new(stdout, args.events)),
+        OutputFormat::Json => Box::new(JsonSink::new(stdout)),
+    };
+    let replayed = match replay::replay(&mut reader, sink.as_mut()) {
+        Ok(replayed) => replayed,
+        // `| head`: the reader went away; not an error.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+        Err(e) => return Err(e).context("writing output"),
+    };
+    let span = match (replayed.first_ns, replayed.last_ns) {
+        (Some(first), Some(last)) => format!("{:.1} s of tracing", last.saturating_sub(first) as f64 / 1e9),
+        _ => "nothing traced".to_owned(),
+    };
+    if let Some(cut) = reader.cut() {
+        eprintln!(
+            "heaptrace report: warning: {file} is cut short: {cut}; replayed up to there ({span}), \
+             with the summary made at its last time"
+        );
+    } else if !replayed.complete {
+        eprintln!(
+            "heaptrace report: warning: {file} ends without its summary (heaptrace was killed, or \
+             --record-max stopped it); replayed {span}, with the summary made at its last time"
+        );
+    }
+    Ok(())
+}
