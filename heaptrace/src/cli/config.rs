@@ -155,7 +155,10 @@ const MIN_RECORD_MAX: u64 = 64 << 10;
 fn record(tracing: &TracingArgs) -> Result<Option<RecordTo>, String> {
     let Some(path) = &tracing.record else { return Ok(None) };
     if tracing.record_max < MIN_RECORD_MAX {
-        return Err(format!("--record-max must be at least {}", crate::units::fmt_bytes(MIN_RECORD_MAX as f64)));
+        return Err(format!(
+            "--record-max must be at least {}",
+            crate::units::fmt_bytes(MIN_RECORD_MAX as f64)
+        ));
     }
     Ok(Some(RecordTo { path: output_file("--record", path)?, max_bytes: tracing.record_max }))
 }

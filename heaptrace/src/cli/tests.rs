@@ -53,7 +53,12 @@ fn the_definition_is_consistent() {
 #[test]
 fn help_is_pinned() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/cli/help");
-    for (file, sub) in [("heaptrace.txt", None), ("agent.txt", Some("agent")), ("heap.txt", Some("heap")), ("report.txt", Some("report"))] {
+    for (file, sub) in [
+        ("heaptrace.txt", None),
+        ("agent.txt", Some("agent")),
+        ("heap.txt", Some("heap")),
+        ("report.txt", Some("report")),
+    ] {
         let mut cmd = command().term_width(100);
         let help = match sub {
             None => cmd.render_long_help().to_string(),
@@ -230,4 +235,3 @@ fn record_flags_are_checked() {
     assert!(e.contains("no such directory"), "{e}");
     assert!(parse(&["agent", "--record", "/tmp/a.htrec"]).unwrap().record.is_some());
 }
-

@@ -88,8 +88,12 @@ pub async fn run(config: Config, sink: &mut dyn Sink) -> Result<Stop> {
     let model_config = model.config().clone();
     let recording = match &config.record {
         Some(record) => Some(
-            RecordingWriter::create(&record.path, record.max_bytes, &crate::recording::Header::now(model_config))
-                .with_context(|| format!("--record {}", record.path.display()))?,
+            RecordingWriter::create(
+                &record.path,
+                record.max_bytes,
+                &crate::recording::Header::now(model_config),
+            )
+            .with_context(|| format!("--record {}", record.path.display()))?,
         ),
         None => None,
     };

@@ -160,6 +160,11 @@ pub fn read_status(pid: u32) -> Option<ProcStatus> {
     })
 }
 
+/// This host's name (empty if unreadable).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,9 +198,4 @@ mod tests {
         );
         assert_eq!(max_old_space_size(&args(&["node", "--max-old-space-size=x", "a.js"]), None), None);
     }
-}
-
-/// This host's name (empty if unreadable).
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default()
 }

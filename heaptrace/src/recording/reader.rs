@@ -70,7 +70,9 @@ impl<R: Read> Reader<R> {
             return Err(RecordingError::NotARecording);
         }
         if got < magic.len() {
-            return Err(RecordingError::BadHeader(format!("the file ends after {got} bytes, before its header")));
+            return Err(RecordingError::BadHeader(format!(
+                "the file ends after {got} bytes, before its header"
+            )));
         }
         let version = u32::from_le_bytes(magic[MAGIC.len()..].try_into().expect("4 bytes"));
         if version > FORMAT_VERSION {
@@ -111,7 +113,8 @@ impl<R: Read> Reader<R> {
             return None;
         }
         let at = self.pos;
-        let result = read_chunk(&mut self.inner, &mut self.pos).and_then(|payload| payload.map(|p| parse_steps(&p)).transpose());
+        let result = read_chunk(&mut self.inner, &mut self.pos)
+            .and_then(|payload| payload.map(|p| parse_steps(&p)).transpose());
         match result {
             Ok(Some(steps)) => {
                 self.chunks += 1;
@@ -148,7 +151,8 @@ fn read_chunk(inner: &mut impl Read, pos: &mut u64) -> Result<Option<Vec<u8>>, S
     // Read through `take`, not into a buffer of `len`: a damaged length
     // must not allocate what the file does not hold.
     let mut compressed = Vec::new();
-    let got = Read::take(&mut *inner, u64::from(len)).read_to_end(&mut compressed).map_err(|e| e.to_string())?;
+    let got =
+        Read::take(&mut *inner, u64::from(len)).read_to_end(&mut compressed).map_err(|e| e.to_string())?;
     if got < len as usize {
         return Err(format!("an incomplete chunk ({got} of {len} bytes)"));
     }

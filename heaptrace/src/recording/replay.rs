@@ -36,11 +36,17 @@ pub fn replay<R: Read>(reader: &mut Reader<R>, sink: &mut dyn Sink) -> io::Resul
         done.first_ns = Some(done.first_ns.map_or(t, |f| f.min(t)));
         done.last_ns = Some(done.last_ns.map_or(t, |l| l.max(t)));
     };
+    // The collector writes the `start` record before the records of the
+    // processes it brought in to begin with: those wait for it here too.
+    let mut started = false;
     while let Some(steps) = reader.next_steps() {
         for step in steps {
             done.steps += 1;
             match step {
-                Step::Start(started) => out.push(Record::Start(started)),
+                Step::Start(start) => {
+                    out.insert(0, Record::Start(start));
+                    started = true;
+                }
                 Step::Input(input) => {
                     if let Some(t) = input_time(&input) {
                         seen(t, &mut done);
@@ -52,8 +58,10 @@ pub fn replay<R: Read>(reader: &mut Reader<R>, sink: &mut dyn Sink) -> io::Resul
                     model.snapshots(now_ns, &mut out);
                 }
                 Step::Tick(stats) => {
-                    write_all(sink, &mut out)?;
-                    sink.tick(&stats);
+                    if started {
+                        write_all(sink, &mut out)?;
+                        sink.tick(&stats);
+                    }
                 }
                 Step::Summary { now_ns } => {
                     seen(now_ns, &mut done);
@@ -61,15 +69,17 @@ pub fn replay<R: Read>(reader: &mut Reader<R>, sink: &mut dyn Sink) -> io::Resul
                     done.complete = true;
                 }
             }
-            write_all(sink, &mut out)?;
+            if started {
+                write_all(sink, &mut out)?;
+            }
         }
     }
     if !done.complete
         && let Some(last) = done.last_ns
     {
         out.push(model.summary(last));
-        write_all(sink, &mut out)?;
     }
+    write_all(sink, &mut out)?;
     sink.flush()?;
     Ok(done)
 }

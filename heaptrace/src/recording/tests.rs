@@ -11,8 +11,7 @@ use std::{
 use super::{reader::Reader, replay::replay, writer::RecordingWriter, *};
 use crate::{
     core::{
-        Event, EventKind, MemHook, MemOp, Model, ProcStatus, ProcessInfo, Record, Sample,
-        input::CallCounts,
+        Event, EventKind, MemHook, MemOp, Model, ProcStatus, ProcessInfo, Record, Sample, input::CallCounts,
     },
     output::Sink,
 };
@@ -21,7 +20,13 @@ const M: u64 = 1 << 20;
 const SEC: u64 = 1_000_000_000;
 
 fn model_config() -> ModelConfig {
-    ModelConfig { page_size: 4096, large_threshold: M, wall_offset_ns: 0, mem_hook: MemHook::BtfTracepoint, group_all: false }
+    ModelConfig {
+        page_size: 4096,
+        large_threshold: M,
+        wall_offset_ns: 0,
+        mem_hook: MemHook::BtfTracepoint,
+        group_all: false,
+    }
 }
 
 /// A process attached, mapping and unmapping, sampled once a second for
@@ -92,7 +97,7 @@ fn live(steps: &[Step]) -> Vec<Record> {
     let mut out = Vec::new();
     for step in steps.iter().cloned() {
         match step {
-            Step::Start(s) => out.push(Record::Start(s)),
+            Step::Start(s) => out.insert(0, Record::Start(s)),
             Step::Input(i) => model.apply(i, &mut out),
             Step::Snapshots { now_ns } => model.snapshots(now_ns, &mut out),
             Step::Tick(_) => {}
@@ -111,12 +116,8 @@ fn temp_path(tag: &str) -> PathBuf {
 /// `steps` written as the collector writes them: a chunk per second.
 fn recording(steps: &[Step]) -> Vec<u8> {
     let path = temp_path("w");
-    let header = Header {
-        heaptrace_version: "test".into(),
-        host: "here".into(),
-        created: 1.0,
-        model: model_config(),
-    };
+    let header =
+        Header { heaptrace_version: "test".into(), host: "here".into(), created: 1.0, model: model_config() };
     let mut w = RecordingWriter::create(&path, u64::MAX, &header).unwrap();
     for step in steps {
         w.step(step_ref(step));
@@ -177,7 +178,8 @@ fn a_recording_is_readable_by_root_only() {
     let path = temp_path("mode");
     std::fs::write(&path, b"old").unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let header = Header { heaptrace_version: "t".into(), host: "h".into(), created: 0.0, model: model_config() };
+    let header =
+        Header { heaptrace_version: "t".into(), host: "h".into(), created: 0.0, model: model_config() };
     RecordingWriter::create(&path, u64::MAX, &header).unwrap().finish();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     std::fs::remove_file(&path).unwrap();
@@ -214,8 +216,10 @@ fn a_recording_cut_anywhere_replays_up_to_its_last_complete_chunk() {
                 }
                 assert!(!done.complete);
                 let expected = live(&steps[..done.steps as usize]);
-                let got: Vec<_> = sink.0.iter().filter(|r| !matches!(r, Record::Summary(_))).cloned().collect();
-                let want: Vec<_> = expected.into_iter().filter(|r| !matches!(r, Record::Summary(_))).collect();
+                let got: Vec<_> =
+                    sink.0.iter().filter(|r| !matches!(r, Record::Summary(_))).cloned().collect();
+                let want: Vec<_> =
+                    expected.into_iter().filter(|r| !matches!(r, Record::Summary(_))).collect();
                 assert_eq!(got, want, "cut at {cut_at}");
             }
         }
@@ -253,7 +257,8 @@ fn record_max_stops_the_recording_at_a_chunk_boundary() {
     let steps = steps(30);
     let full = recording(&steps).len() as u64;
     let path = temp_path("max");
-    let header = Header { heaptrace_version: "t".into(), host: "h".into(), created: 0.0, model: model_config() };
+    let header =
+        Header { heaptrace_version: "t".into(), host: "h".into(), created: 0.0, model: model_config() };
     let mut w = RecordingWriter::create(&path, full / 2, &header).unwrap();
     for step in &steps {
         w.step(step_ref(step));

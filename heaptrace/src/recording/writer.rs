@@ -194,7 +194,8 @@ pub(crate) fn chunk(payload: &[u8]) -> io::Result<Vec<u8>> {
     let mut z = ZlibEncoder::new(Vec::with_capacity(payload.len() / 4 + 64), Compression::fast());
     z.write_all(payload)?;
     let compressed = z.finish()?;
-    let len = u32::try_from(compressed.len()).map_err(|_| io::Error::other("a recording chunk over 4 GiB"))?;
+    let len =
+        u32::try_from(compressed.len()).map_err(|_| io::Error::other("a recording chunk over 4 GiB"))?;
     let mut out = Vec::with_capacity(compressed.len() + 8);
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(&compressed).to_le_bytes());
