@@ -221,6 +221,10 @@ pub(crate) struct Storm {
 }
 
 impl Storm {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn start(bin: &Path, iterations: u64) -> Result<Self> {
         let mut child = Command::new(bin)
             .arg(iterations.to_string())

@@ -34,12 +34,19 @@
 //!
 //! `heaptrace heap`'s snapshot pause on 10, 100 and 500 MB heaps, against
 //! node's own `--heapsnapshot-signal` snapshot, and heaptrace's own cost.
+//!
+//!   cargo xtask bench-record [--rounds 8] [--iterations 20000]
+//!
+//! The mmap storm traced without and with `--record`, alternating: the
+//! storm's time and the collector's CPU, the recording's size, and how
+//! fast `heaptrace report` replays it.
 
 mod bench;
 mod bench_agent;
 mod bench_all;
 mod bench_gc;
 mod bench_heap;
+mod bench_record;
 mod bench_stacks;
 
 use anyhow::Result;
@@ -129,6 +136,15 @@ enum Task {
         #[arg(long, default_value = "bench/results/heap.md")]
         out: std::path::PathBuf,
     },
+    /// What --record costs on the mmap storm, its size, and replay speed.
+    BenchRecord {
+        #[arg(long, default_value_t = 8)]
+        rounds: usize,
+        #[arg(long, default_value_t = 20_000)]
+        iterations: u64,
+        #[arg(long, default_value = "bench/results/recording.md")]
+        out: std::path::PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -153,5 +169,6 @@ fn main() -> Result<()> {
         Task::BenchHeap { rounds, node, out } => {
             bench_heap::heap_snapshot_cost(rounds, &node.unwrap_or_else(bench_gc::default_node), &out)
         }
+        Task::BenchRecord { rounds, iterations, out } => bench_record::recording_cost(rounds, iterations, &out),
     }
 }

@@ -276,3 +276,19 @@ fn record_max_stops_the_recording_at_a_chunk_boundary() {
     assert!(!done.complete && done.steps > 0);
     assert!(matches!(sink.0.last(), Some(Record::Summary(_))), "a summary at the last time");
 }
+
+/// The fuzzer's kept corpus (scripts/fuzz.sh), replayed on every test run
+/// without cargo-fuzz: whatever it holds, no panic.
+#[test]
+fn the_fuzz_corpus_reads_without_a_panic() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/recording_reader");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        if let Ok(mut reader) = Reader::new(Cursor::new(&bytes[..])) {
+            replay(&mut reader, &mut Collect::default()).unwrap();
+        }
+        files += 1;
+    }
+    assert!(files > 0, "no corpus in {}", dir.display());
+}
