@@ -238,7 +238,7 @@ fn process_section(out: &mut String, p: &ProcessState) {
         out.push_str(r#"<p class="muted">No snapshot of it was seen.</p>"#);
     } else {
         out.push_str(&charts::memory(p));
-        out.push_str(&legend(&[
+        let mut entries = vec![
             ("rss", "RSS"),
             ("committed", "committed"),
             ("native", "native (outside V8's heap)"),
@@ -246,8 +246,11 @@ fn process_section(out: &mut String, p: &ProcessState) {
             ("gc-major", "major GCs"),
             ("floor", "○ floor after major GCs"),
             ("floor-fit", "floor's fitted line"),
-            ("limit", "limit (dotted)"),
-        ]));
+        ];
+        if p.v8_limit.is_some() {
+            entries.push(("limit", "V8 heap limit (dotted)"));
+        }
+        out.push_str(&legend(&entries));
         if p.memory.stride() > 1 {
             let _ = write!(
                 out,

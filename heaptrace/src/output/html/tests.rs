@@ -325,3 +325,37 @@ fn a_long_run_stays_bounded() {
     assert_eq!(chart_attr(&page, "histogram", "total"), 720_000);
     assert!(page.len() < 4 << 20, "{} bytes", page.len());
 }
+
+#[test]
+fn a_group_has_its_chart_its_limit_and_its_processes() {
+    let mut sink = HtmlSink::new("/unused");
+    for i in 0..5u64 {
+        let g = crate::core::record::GroupSnapshot {
+            ts: T0 + i as f64,
+            cgroup_path: "/system.slice/<api>.service".into(),
+            cgroup_id: 9,
+            container: None,
+            processes: 1,
+            exited_processes: 0,
+            rss_bytes: (50 + i) * M,
+            rss_growth_bytes: 0,
+            committed_growth_bytes: 0,
+            memory_usage_bytes: Some((60 + i) * M),
+            memory_usage_growth_bytes: Some(0),
+            memory_limit_bytes: Some(128 * M),
+            memory_headroom_bytes: Some(64 * M),
+            memory_source: Some(crate::core::input::CgroupVersion::V2),
+            gc_count: 0,
+            gc_pause_ns: 0,
+            verdict: Verdict::unknown("unknown: not enough evidence yet"),
+        };
+        sink.record(&Record::Group(g)).unwrap();
+        sink.record(&Record::Snapshot(snap(7, i))).unwrap();
+    }
+    let p = render(sink.state());
+    assert!(p.contains("<h2>cgroup /system.slice/&lt;api&gt;.service</h2>"), "{p}");
+    assert_eq!(chart_attr(&p, "group-memory", "snapshots"), 5);
+    assert!(p.contains(r#"<polyline class="usage" data-points="5""#));
+    assert!(p.contains("<title>cgroup limit 128.0 MiB</title>"), "the limit is drawn");
+    assert!(p.contains(r##"<a href="#pid-7">&lt;script&gt;alert(1)&lt;/script&gt; (7)</a>"##), "its process");
+}
