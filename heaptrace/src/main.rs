@@ -7,7 +7,7 @@ use std::{
 use heaptrace::{
     cli::{self, Command, Config, OutputFormat},
     collect,
-    output::{JsonSink, Sink, TextSink, write_heap_report},
+    output::{HtmlSink, JsonSink, Sink, Tee, TextSink, write_heap_report},
 };
 
 fn main() -> ExitCode {
@@ -24,6 +24,9 @@ fn main() -> ExitCode {
                     OutputFormat::Text => Box::new(TextSink::new(stdout, config.events)),
                     OutputFormat::Json => Box::new(JsonSink::new(stdout)),
                 };
+                if let Some(path) = &config.html {
+                    sink = Box::new(Tee::new(sink, HtmlSink::new(path)));
+                }
                 collect::run(config, sink.as_mut()).await
             })
         }

@@ -52,6 +52,8 @@ pub struct Config {
     pub pprof: Option<std::path::PathBuf>,
     /// `--record` and `--record-max`.
     pub record: Option<RecordTo>,
+    /// `--html`: the report, written at the end.
+    pub html: Option<std::path::PathBuf>,
     /// `--on-leak`, and for how long it diffs or samples.
     pub on_leak: Option<(crate::collect::on_leak::OnLeakAction, Duration)>,
 }
@@ -72,6 +74,7 @@ impl Config {
         config.stack_min_bytes = if args.no_stacks { 0 } else { args.stack_min };
         config.flamegraph = args.flamegraph.as_deref().map(|p| output_file("--flamegraph", p)).transpose()?;
         config.pprof = args.pprof.as_deref().map(|p| output_file("--pprof", p)).transpose()?;
+        config.html = args.html.as_deref().map(|p| output_file("--html", p)).transpose()?;
         if args.on_leak_over < Duration::from_secs(1) || args.on_leak_over > MAX_HEAP_WAIT {
             return Err("--on-leak-over must be from 1s to 1h (the inspector stays open that long)".into());
         }
@@ -137,6 +140,7 @@ impl Config {
             stack_min_bytes: 0,
             flamegraph: None,
             pprof: None,
+            html: None,
             on_leak: None,
         })
     }

@@ -211,6 +211,14 @@ pub struct TraceArgs {
     #[arg(long, value_name = "FILE.svg")]
     pub flamegraph: Option<std::path::PathBuf>,
 
+    /// At the end, write a self-contained HTML report to this file (no
+    /// network, no script: open it anywhere, attach it to a ticket): per
+    /// process, the verdict and its evidence, memory and GCs over time, GC
+    /// pauses, allocation sites and their flame graph, and each death's
+    /// last minutes.
+    #[arg(long, value_name = "FILE.html")]
+    pub html: Option<std::path::PathBuf>,
+
     /// At the end, write the allocation sites as a pprof profile (gzipped
     /// protobuf: `go tool pprof`, Pyroscope and Grafana read it).
     #[arg(long, value_name = "FILE.pb.gz")]

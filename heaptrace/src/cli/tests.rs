@@ -235,3 +235,16 @@ fn record_flags_are_checked() {
     assert!(e.contains("no such directory"), "{e}");
     assert!(parse(&["agent", "--record", "/tmp/a.htrec"]).unwrap().record.is_some());
 }
+
+#[test]
+fn html_takes_a_file_in_an_existing_directory() {
+    let config = parse(&["--pid", "42", "--html", "/tmp/heaptrace-report.html"]).unwrap();
+    assert_eq!(config.html, Some(PathBuf::from("/tmp/heaptrace-report.html")));
+    assert_eq!(parse(&["--pid", "42"]).unwrap().html, None);
+    assert!(
+        parse(&["--pid", "42", "--html", "/no/such/dir/r.html"]).unwrap_err().contains("no such directory")
+    );
+    assert!(parse(&["--pid", "42", "--html", "/tmp"]).unwrap_err().contains("--html /tmp: is a directory"));
+    // Without stacks the report still has everything but its sites.
+    assert!(parse(&["--pid", "42", "--no-stacks", "--html", "/tmp/r.html"]).is_ok());
+}

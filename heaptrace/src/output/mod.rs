@@ -5,15 +5,19 @@
 
 pub mod dump;
 pub mod flamegraph;
+pub mod html;
 mod json;
 pub mod pprof;
 mod sites_export;
+mod tee;
 mod text;
 
 use std::io;
 
+pub use html::HtmlSink;
 pub use json::JsonSink;
 pub use sites_export::{ExportError, ProcessSites, write_file};
+pub use tee::Tee;
 pub use text::{TextSink, write_heap_report};
 
 use crate::core::Record;
@@ -26,6 +30,21 @@ pub trait Sink {
     /// The end of an interval's records, with the collector's own figures
     /// (for sinks that keep state, like the metrics of `heaptrace agent`).
     fn tick(&mut self, _stats: &CollectorStats) {}
+}
+
+/// A boxed sink is a sink (`--html` tees the text or JSON sink, boxed).
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn record(&mut self, record: &Record) -> io::Result<()> {
+        (**self).record(record)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        (**self).flush()
+    }
+
+    fn tick(&mut self, stats: &CollectorStats) {
+        (**self).tick(stats);
+    }
 }
 
 /// The collector's figures about itself, running totals (kept in a
