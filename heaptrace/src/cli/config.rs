@@ -215,7 +215,7 @@ fn dump_dir(dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
 
 /// A file written at the end: checked now, so a typo does not cost a whole
 /// tracing session. Its directory must exist and take a new file.
-fn output_file(flag: &str, path: &std::path::Path) -> Result<std::path::PathBuf, String> {
+pub(crate) fn output_file(flag: &str, path: &std::path::Path) -> Result<std::path::PathBuf, String> {
     if path.is_dir() {
         return Err(format!("{flag} {}: is a directory; give a file name", path.display()));
     }

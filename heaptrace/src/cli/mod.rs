@@ -17,6 +17,7 @@ mod tests;
 use std::{net::SocketAddr, time::Duration};
 
 use clap::{Arg, ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+pub(crate) use config::output_file;
 pub use config::{Config, OutputFormat, RecordTo, heap as heap_config};
 
 use crate::{kernel::MemHookChoice, units};
@@ -326,9 +327,15 @@ pub struct ReportArgs {
     #[arg(value_name = "FILE")]
     pub file: std::path::PathBuf,
 
-    /// Output format.
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    /// Output format (default: text; with --html, nothing on stdout unless
+    /// asked for).
+    #[arg(short, long, value_enum)]
+    pub output: Option<OutputFormat>,
+
+    /// Write the HTML report of the recording to this file (self-contained:
+    /// charts, verdicts, sites, deaths; opens offline).
+    #[arg(long, value_name = "FILE.html")]
+    pub html: Option<std::path::PathBuf>,
 
     /// Text output: print every GC pause and every large mapping (by
     /// default they are summed up per interval).

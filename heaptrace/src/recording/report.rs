@@ -8,7 +8,7 @@ use anyhow::Context;
 use super::{reader::Reader, replay};
 use crate::{
     cli::{OutputFormat, ReportArgs},
-    output::{JsonSink, Sink, TextSink},
+    output::{HtmlSink, JsonSink, Sink, Tee, TextSink},
 };
 
 /// Replays `args.file` to stdout. A file that is no recording, or one from
@@ -18,10 +18,14 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     let file = args.file.display();
     let mut reader = Reader::open(&args.file).with_context(|| format!("{file}"))?;
     let stdout = io::stdout().lock();
-    let mut sink: Box<dyn Sink> = match args.output {
-        OutputFormat::Text => Box::new(TextSink::new(stdout, args.events)),
-        OutputFormat::Json => Box::new(JsonSink::new(stdout)),
+    let mut sink: Box<dyn Sink> = match (args.output, &args.html) {
+        (None, Some(_)) => Box::new(Discard),
+        (None | Some(OutputFormat::Text), _) => Box::new(TextSink::new(stdout, args.events)),
+        (Some(OutputFormat::Json), _) => Box::new(JsonSink::new(stdout)),
     };
+    if let Some(html) = &args.html {
+        sink = Box::new(Tee::new(sink, HtmlSink::new(html)));
+    }
     let replayed = match replay::replay(&mut reader, sink.as_mut()) {
         Ok(replayed) => replayed,
         // `| head`: the reader went away; not an error.
@@ -43,5 +47,20 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
              --record-max stopped it); replayed {span}, with the summary made at its last time"
         );
     }
+    if let Some(html) = &args.html {
+        eprintln!("heaptrace report: wrote {}", html.display());
+    }
     Ok(())
+}
+
+/// `--html` alone: nothing on stdout.
+struct Discard;
+
+impl Sink for Discard {
+    fn record(&mut self, _: &crate::core::Record) -> io::Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
