@@ -18,5 +18,6 @@ pub mod host;
 pub mod kernel;
 pub mod output;
 pub mod symbols;
+pub mod tui;
 pub mod units;
 pub mod v8;

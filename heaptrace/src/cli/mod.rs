@@ -163,9 +163,14 @@ pub struct TraceArgs {
     #[arg(short, long, value_name = "DURATION", value_parser = units::parse_duration)]
     pub duration: Option<Duration>,
 
-    /// Output format.
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    /// Output format. Default: the live view when stdout is a terminal,
+    /// else text.
+    #[arg(short, long, value_enum)]
+    pub output: Option<OutputFormat>,
+
+    /// On a terminal, print text lines instead of the live full-screen view.
+    #[arg(long)]
+    pub no_tui: bool,
 
     /// Text output: print every GC pause and every large mapping as it
     /// happens (by default they are summed up per interval).

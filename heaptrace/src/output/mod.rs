@@ -15,6 +15,8 @@ use std::io;
 pub use json::JsonSink;
 pub use sites_export::{ExportError, ProcessSites, write_file};
 pub use text::{TextSink, write_heap_report};
+/// Wordings the live view shares with text output.
+pub(crate) use text::{clock, group_label, verdict_label};
 
 use crate::core::Record;
 
@@ -26,6 +28,11 @@ pub trait Sink {
     /// The end of an interval's records, with the collector's own figures
     /// (for sinks that keep state, like the metrics of `heaptrace agent`).
     fn tick(&mut self, _stats: &CollectorStats) {}
+    /// The sink asks tracing to stop (the live view's `q`); the collector
+    /// checks after each turn of its loop.
+    fn quit_requested(&self) -> bool {
+        false
+    }
 }
 
 /// The collector's figures about itself, running totals.
