@@ -34,6 +34,11 @@
 //!
 //! `heaptrace heap`'s snapshot pause on 10, 100 and 500 MB heaps, against
 //! node's own `--heapsnapshot-signal` snapshot, and heaptrace's own cost.
+//!
+//!   cargo xtask bench-tui [--seconds 60]
+//!
+//! The live view's own cost: heaptrace's CPU with the view and with
+//! `--no-tui`, both in tmux terminals, tracing one node process at once.
 
 mod bench;
 mod bench_agent;
@@ -41,6 +46,7 @@ mod bench_all;
 mod bench_gc;
 mod bench_heap;
 mod bench_stacks;
+mod bench_tui;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -129,6 +135,16 @@ enum Task {
         #[arg(long, default_value = "bench/results/heap.md")]
         out: std::path::PathBuf,
     },
+    /// The live view's CPU against `--no-tui`, on the same traced process.
+    BenchTui {
+        /// The measured window.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        #[arg(long)]
+        node: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "bench/results/tui.md")]
+        out: std::path::PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -149,6 +165,9 @@ fn main() -> Result<()> {
         ),
         Task::BenchStacks { rounds, bursts, requests, node, out } => {
             bench_stacks::stacks(rounds, bursts, requests, &node.unwrap_or_else(bench_gc::default_node), &out)
+        }
+        Task::BenchTui { seconds, node, out } => {
+            bench_tui::tui(seconds, &node.unwrap_or_else(bench_gc::default_node), &out)
         }
         Task::BenchHeap { rounds, node, out } => {
             bench_heap::heap_snapshot_cost(rounds, &node.unwrap_or_else(bench_gc::default_node), &out)
