@@ -37,6 +37,8 @@ command -v bpftool >/dev/null 2>&1 || need_pkgs+=(bpftool)
 command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc libc6-dev)
 command -v node >/dev/null 2>&1 || need_pkgs+=(nodejs)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+# tmux: the live view's test drives heaptrace in a terminal of fixed size.
+command -v tmux >/dev/null 2>&1 || need_pkgs+=(tmux)
 # ab (ApacheBench): drives the Express-like leak to V8's out-of-memory in the death test.
 command -v ab >/dev/null 2>&1 || need_pkgs+=(apache2-utils)
 # golang-go (for `go tool pprof`) and chromium: read the pprof profile and render

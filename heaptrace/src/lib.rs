@@ -19,5 +19,6 @@ pub mod kernel;
 pub mod output;
 pub mod recording;
 pub mod symbols;
+pub mod tui;
 pub mod units;
 pub mod v8;

@@ -1,6 +1,6 @@
 use std::{
     future::Future,
-    io::{self, Write},
+    io::{self, IsTerminal, Write},
     process::ExitCode,
 };
 
@@ -18,6 +18,15 @@ fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(message) => return usage_error("heaptrace", &message),
             };
+            if config.live_view && io::stdout().is_terminal() {
+                return run_to_end("heaptrace", async move {
+                    let mut sink = heaptrace::tui::TuiSink::new();
+                    let traced = collect::run(config, &mut sink).await;
+                    // The terminal back, then the summary on it.
+                    sink.finish()?;
+                    traced
+                });
+            }
             run_to_end("heaptrace", async move {
                 let stdout = io::stdout().lock();
                 let mut sink: Box<dyn Sink> = match config.output {

@@ -88,7 +88,8 @@ fn report(plain: &[Run], recorded: &[Run], replay_s: f64, rounds: usize, iterati
     let bytes: Vec<f64> = recorded.iter().filter_map(|r| r.bytes).map(|b| b as f64).collect();
     let mut s = String::new();
     let _ = writeln!(s, "# Recording: what --record costs\n");
-    let _ = writeln!(s, "Command: `sudo cargo xtask bench-record --rounds {rounds} --iterations {iterations}`  ");
+    let _ =
+        writeln!(s, "Command: `sudo cargo xtask bench-record --rounds {rounds} --iterations {iterations}`  ");
     let _ = writeln!(
         s,
         "Workload: workloads/storm.c (mmap 64 KiB, touch 16 pages, munmap: two memory events and an allocation \

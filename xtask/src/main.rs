@@ -40,6 +40,11 @@
 //! The mmap storm traced without and with `--record`, alternating: the
 //! storm's time and the collector's CPU, the recording's size, and how
 //! fast `heaptrace report` replays it.
+//!
+//!   cargo xtask bench-tui [--seconds 60]
+//!
+//! The live view's own cost: heaptrace's CPU with the view and with
+//! `--no-tui`, both in tmux terminals, tracing one node process at once.
 
 mod bench;
 mod bench_agent;
@@ -48,6 +53,7 @@ mod bench_gc;
 mod bench_heap;
 mod bench_record;
 mod bench_stacks;
+mod bench_tui;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -145,6 +151,16 @@ enum Task {
         #[arg(long, default_value = "bench/results/recording.md")]
         out: std::path::PathBuf,
     },
+    /// The live view's CPU against `--no-tui`, on the same traced process.
+    BenchTui {
+        /// The measured window.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        #[arg(long)]
+        node: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "bench/results/tui.md")]
+        out: std::path::PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -166,9 +182,14 @@ fn main() -> Result<()> {
         Task::BenchStacks { rounds, bursts, requests, node, out } => {
             bench_stacks::stacks(rounds, bursts, requests, &node.unwrap_or_else(bench_gc::default_node), &out)
         }
+        Task::BenchTui { seconds, node, out } => {
+            bench_tui::tui(seconds, &node.unwrap_or_else(bench_gc::default_node), &out)
+        }
         Task::BenchHeap { rounds, node, out } => {
             bench_heap::heap_snapshot_cost(rounds, &node.unwrap_or_else(bench_gc::default_node), &out)
         }
-        Task::BenchRecord { rounds, iterations, out } => bench_record::recording_cost(rounds, iterations, &out),
+        Task::BenchRecord { rounds, iterations, out } => {
+            bench_record::recording_cost(rounds, iterations, &out)
+        }
     }
 }

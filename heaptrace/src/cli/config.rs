@@ -30,6 +30,9 @@ pub struct Config {
     pub duration: Option<Duration>,
     pub interval: Duration,
     pub output: OutputFormat,
+    /// `heaptrace trace` without `-o` or `--no-tui`: the live view, when
+    /// stdout is a terminal (else `output`, text).
+    pub live_view: bool,
     pub large_threshold: u64,
     pub mem_hook: MemHookChoice,
     pub ring_buffer_bytes: u32,
@@ -63,7 +66,8 @@ impl Config {
     pub fn trace(args: TraceArgs) -> Result<Self, String> {
         let mut config = Self::tracing(args.select, args.tracing)?;
         config.duration = args.duration;
-        config.output = args.output;
+        config.output = args.output.unwrap_or(OutputFormat::Text);
+        config.live_view = args.output.is_none() && !args.no_tui;
         config.events = args.events || config.verbose;
         if args.no_stacks && (args.flamegraph.is_some() || args.pprof.is_some()) {
             return Err("--flamegraph and --pprof need allocation stacks: drop --no-stacks".into());
@@ -129,6 +133,7 @@ impl Config {
             duration: None,
             interval: tracing.interval,
             output: OutputFormat::Text,
+            live_view: false,
             large_threshold: tracing.large_threshold,
             mem_hook: tracing.mem_hook,
             ring_buffer_bytes,

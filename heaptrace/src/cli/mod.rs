@@ -188,9 +188,14 @@ pub struct TraceArgs {
     #[arg(short, long, value_name = "DURATION", value_parser = units::parse_duration)]
     pub duration: Option<Duration>,
 
-    /// Output format.
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    /// Output format. Default: the live view when stdout is a terminal,
+    /// else text.
+    #[arg(short, long, value_enum)]
+    pub output: Option<OutputFormat>,
+
+    /// On a terminal, print text lines instead of the live full-screen view.
+    #[arg(long)]
+    pub no_tui: bool,
 
     /// Text output: print every GC pause and every large mapping as it
     /// happens (by default they are summed up per interval).
@@ -341,6 +346,11 @@ pub struct ReportArgs {
     /// default they are summed up per interval).
     #[arg(short, long)]
     pub events: bool,
+
+    /// Browse the recording in the live view, with a time cursor (left and
+    /// right move it by a second, [ and ] by 30 s, Home and End).
+    #[arg(long, conflicts_with_all = ["output", "events"])]
+    pub tui: bool,
 }
 
 /// The full command definition: the derived one, with the agent's

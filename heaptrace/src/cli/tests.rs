@@ -96,6 +96,20 @@ fn defaults() {
     assert_eq!(c.output, OutputFormat::Text);
     assert_eq!(c.mem_hook, MemHookChoice::Auto);
     assert_eq!(c.ring_buffer_bytes, 16 << 20);
+    assert!(c.live_view, "the live view, if stdout is a terminal");
+}
+
+#[test]
+fn an_explicit_output_or_no_tui_means_no_live_view() {
+    for args in
+        [&["--pid", "42", "-o", "text"][..], &["--pid", "42", "-o", "json"], &["--pid", "42", "--no-tui"]]
+    {
+        let c = parse(args).unwrap();
+        assert!(!c.live_view, "{args:?}");
+    }
+    assert_eq!(parse(&["--pid", "42", "-o", "json"]).unwrap().output, OutputFormat::Json);
+    assert_eq!(parse(&["--pid", "42", "--no-tui"]).unwrap().output, OutputFormat::Text);
+    assert!(!parse(&["agent"]).unwrap().live_view);
 }
 
 #[test]

@@ -60,6 +60,8 @@ pub enum Stop {
     AllExited,
     /// The output's reader went away.
     OutputClosed,
+    /// The output asked to stop (`q` in the live view).
+    Quit,
 }
 
 /// Traces what `config` selects until a stop condition, writing records to
@@ -240,6 +242,9 @@ impl Collector<'_> {
                 (pid, result) = self.on_leak.next() => self.heap_done(pid, result),
             }
             self.emit()?;
+            if self.sink.quit_requested() {
+                return Ok(Stop::Quit);
+            }
             if !follows && !self.model.any_live() {
                 return Ok(Stop::AllExited);
             }

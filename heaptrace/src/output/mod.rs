@@ -19,6 +19,8 @@ pub use json::JsonSink;
 pub use sites_export::{ExportError, ProcessSites, write_file};
 pub use tee::Tee;
 pub use text::{TextSink, write_heap_report};
+/// Wordings the live view shares with text output.
+pub(crate) use text::{clock, group_label, verdict_label};
 
 use crate::core::Record;
 
@@ -30,6 +32,11 @@ pub trait Sink {
     /// The end of an interval's records, with the collector's own figures
     /// (for sinks that keep state, like the metrics of `heaptrace agent`).
     fn tick(&mut self, _stats: &CollectorStats) {}
+    /// The sink asks tracing to stop (the live view's `q`); the collector
+    /// checks after each turn of its loop.
+    fn quit_requested(&self) -> bool {
+        false
+    }
 }
 
 /// A boxed sink is a sink (`--html` tees the text or JSON sink, boxed).

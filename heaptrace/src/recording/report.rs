@@ -1,7 +1,11 @@
 //! `heaptrace report FILE`: a recording replayed into the output a live run
 //! gives, with a warning when the recording was cut short.
 
-use std::io;
+use std::{
+    cell::RefCell,
+    io::{self, IsTerminal},
+    rc::Rc,
+};
 
 use anyhow::Context;
 
@@ -16,9 +20,18 @@ use crate::{
 /// its last complete chunk, with a warning.
 pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     let file = args.file.display();
+    // A bad --html path is found before the replay, not after it.
+    if let Some(html) = &args.html {
+        crate::cli::output_file("--html", html).map_err(anyhow::Error::msg)?;
+    }
     let mut reader = Reader::open(&args.file).with_context(|| format!("{file}"))?;
+    if args.tui && !io::stdout().is_terminal() {
+        anyhow::bail!("--tui needs a terminal on stdout (without one, use -o text or -o json)");
+    }
     let stdout = io::stdout().lock();
+    let mut browsed = Rc::new(RefCell::new(Vec::new()));
     let mut sink: Box<dyn Sink> = match (args.output, &args.html) {
+        _ if args.tui => Box::new(Keep(browsed.clone())),
         (None, Some(_)) => Box::new(Discard),
         (None | Some(OutputFormat::Text), _) => Box::new(TextSink::new(stdout, args.events)),
         (Some(OutputFormat::Json), _) => Box::new(JsonSink::new(stdout)),
@@ -50,7 +63,25 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     if let Some(html) = &args.html {
         eprintln!("heaptrace report: wrote {}", html.display());
     }
+    if args.tui {
+        drop(sink);
+        let records = Rc::get_mut(&mut browsed).map(std::mem::take).unwrap_or_default().into_inner();
+        crate::tui::browse(records)?;
+    }
     Ok(())
+}
+
+/// `--tui`: the records, kept for browsing.
+struct Keep(Rc<RefCell<Vec<crate::core::Record>>>);
+
+impl Sink for Keep {
+    fn record(&mut self, record: &crate::core::Record) -> io::Result<()> {
+        self.0.borrow_mut().push(record.clone());
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// `--html` alone: nothing on stdout.

@@ -43,7 +43,7 @@ impl<W: Write> TextSink<W> {
 }
 
 /// How a group is named in text: its container, or its cgroup.
-pub(super) fn group_label(container: Option<&ContainerRef>, cgroup_path: &str) -> String {
+pub(crate) fn group_label(container: Option<&ContainerRef>, cgroup_path: &str) -> String {
     match container {
         Some(c) => format!("container {}", container_label(c)),
         None if cgroup_path.is_empty() => "processes with unknown cgroup".into(),
@@ -51,7 +51,7 @@ pub(super) fn group_label(container: Option<&ContainerRef>, cgroup_path: &str) -
     }
 }
 
-pub(super) fn container_label(c: &ContainerRef) -> String {
+pub(crate) fn container_label(c: &ContainerRef) -> String {
     let runtime =
         serde_json::to_value(c.runtime).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
     let pod = match (&c.namespace, &c.pod, &c.pod_uid) {
@@ -64,7 +64,7 @@ pub(super) fn container_label(c: &ContainerRef) -> String {
 }
 
 /// `HH:MM:SS` (UTC) of a Unix timestamp.
-pub(super) fn clock(ts: f64) -> String {
+pub(crate) fn clock(ts: f64) -> String {
     let secs = ts.max(0.0) as u64 % 86_400;
     format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
@@ -234,7 +234,7 @@ fn verdict_line(o: &mut impl Write, v: &VerdictChange) -> io::Result<()> {
 }
 
 /// `leak (js-heap)`, `steady`.
-pub(super) fn verdict_label(v: &Verdict) -> String {
+pub(crate) fn verdict_label(v: &Verdict) -> String {
     match (v.state, v.memory) {
         (VerdictState::Steady | VerdictState::Unknown, _) | (_, None) => v.state.name().to_owned(),
         (state, Some(m)) => format!("{} ({})", state.name(), m.name()),
