@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Fuzzes the recording reader (heaptrace/src/recording/reader.rs) for a
-# bounded time, growing the kept corpus in fuzz/corpus/recording_reader.
-#   bash scripts/fuzz.sh [seconds=300]
-# The test suite replays that corpus (recording::tests) without cargo-fuzz.
+# Fuzzes the recording reader for a bounded time per target, growing the
+# kept corpora in fuzz/corpus/<target>:
+#   recording_reader  any bytes as a recording file (framing, checksums,
+#                     zlib, the header);
+#   recording_steps   any bytes as the steps inside valid chunks (the
+#                     steps' parser, and the replay of arbitrary inputs
+#                     through the model).
+#   bash scripts/fuzz.sh [seconds per target=300]
+# The test suite replays both corpora (recording::tests) without cargo-fuzz.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -13,9 +18,11 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 # flags; RUSTC_BOOTSTRAP allows them on the pinned toolchain.
 export AYA_BUILD_SKIP=1 RUSTC_BOOTSTRAP=1
 cd fuzz
-# -rss_limit_mb: the reader's bounds (64 MiB per chunk compressed, 256 MiB
-# decompressed) must hold; -max_len 1 MiB keeps runs fast.
-cargo fuzz run recording_reader corpus/recording_reader -- \
-  -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=1048576 -print_final_stats=1
-# Keep the corpus small: only inputs that add coverage.
-cargo fuzz cmin recording_reader corpus/recording_reader >/dev/null 2>&1 || true
+for target in recording_reader recording_steps; do
+  # -rss_limit_mb: the reader's bounds (64 MiB per chunk compressed, 256 MiB
+  # decompressed) must hold; -max_len 1 MiB keeps runs fast.
+  cargo fuzz run "$target" "corpus/$target" -- \
+    -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=1048576 -print_final_stats=1
+  # Keep the corpus small: only inputs that add coverage.
+  cargo fuzz cmin "$target" "corpus/$target"
+done

@@ -91,7 +91,17 @@ fn a_replay_prints_what_the_live_run_printed_without_the_traced_host() {
     let workload = leak_js(&node, &script, "120");
     let pid = workload.0.id().to_string();
     let rec = dir.0.join("run.htrec");
-    let mut h = Heaptrace::start(&["--pid", &pid, "--duration", "25s", "--record", rec.to_str().unwrap()]);
+    let live_html = dir.0.join("live.html");
+    let mut h = Heaptrace::start(&[
+        "--pid",
+        &pid,
+        "--duration",
+        "25s",
+        "--record",
+        rec.to_str().unwrap(),
+        "--html",
+        live_html.to_str().unwrap(),
+    ]);
     h.next_matching_within("summary", Duration::from_secs(60), |v| v["type"] == "summary");
     let (status, live) = h.finish();
     assert!(status.success(), "heaptrace: {status}");
@@ -125,6 +135,15 @@ fn a_replay_prints_what_the_live_run_printed_without_the_traced_host() {
     let summary = process_summary(&replayed, pid.parse().unwrap());
     let sites = summary["allocation_sites"].as_array().expect("allocation sites");
     assert!(sites.iter().any(|s| s.to_string().contains("leak.js")), "no site named in leak.js: {sites:?}");
+
+    // The HTML report, made from the replay, is the live run's.
+    let replay_html = dir.0.join("replay.html");
+    let out = report(&[rec.to_str().unwrap(), "--html", replay_html.to_str().unwrap()]);
+    assert!(out.status.success() && out.stdout.is_empty(), "{}", stderr(&out));
+    assert!(
+        std::fs::read(&live_html).unwrap() == std::fs::read(&replay_html).unwrap(),
+        "the replay's HTML report differs from the live run's"
+    );
 
     // Text output: the live run's summary too.
     let text = report(&[rec.to_str().unwrap()]);

@@ -292,3 +292,26 @@ fn the_fuzz_corpus_reads_without_a_panic() {
     }
     assert!(files > 0, "no corpus in {}", dir.display());
 }
+
+/// The steps fuzzer's corpus, each wrapped in valid chunks as the fuzz
+/// target does: whatever the steps say, the model takes them without a
+/// panic.
+#[test]
+fn the_steps_fuzz_corpus_replays_without_a_panic() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/recording_steps");
+    let header = Header { heaptrace_version: "t".into(), host: "h".into(), created: 0.0, model: model_config() };
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let steps = std::fs::read(entry.unwrap().path()).unwrap();
+        let mut file = MAGIC.to_vec();
+        file.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let mut line = serde_json::to_vec(&header).unwrap();
+        line.push(b'\n');
+        file.extend_from_slice(&writer::chunk(&line).unwrap());
+        file.extend_from_slice(&writer::chunk(&steps).unwrap());
+        let mut reader = Reader::new(Cursor::new(file)).unwrap();
+        replay(&mut reader, &mut Collect::default()).unwrap();
+        files += 1;
+    }
+    assert!(files > 0, "no corpus in {}", dir.display());
+}

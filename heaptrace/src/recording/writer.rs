@@ -189,8 +189,9 @@ fn write_chunks(
     written
 }
 
-/// One chunk: length, CRC-32 and the zlib-compressed payload.
-pub(crate) fn chunk(payload: &[u8]) -> io::Result<Vec<u8>> {
+/// One chunk: length, CRC-32 and the zlib-compressed payload (public for
+/// the fuzzer, which wraps its steps in valid chunks).
+pub fn chunk(payload: &[u8]) -> io::Result<Vec<u8>> {
     let mut z = ZlibEncoder::new(Vec::with_capacity(payload.len() / 4 + 64), Compression::fast());
     z.write_all(payload)?;
     let compressed = z.finish()?;
