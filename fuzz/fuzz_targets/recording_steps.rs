@@ -4,25 +4,14 @@
 //! replay of arbitrary inputs through the model. Never a panic.
 #![no_main]
 
-use std::io::{self, Cursor};
+use std::io::Cursor;
 
 use heaptrace::{
-    core::{MemHook, ModelConfig, Record},
-    output::Sink,
+    core::{MemHook, ModelConfig},
+    output::Discard,
     recording::{FORMAT_VERSION, Header, MAGIC, reader::Reader, replay::replay, writer::chunk},
 };
 use libfuzzer_sys::fuzz_target;
-
-struct Discard;
-
-impl Sink for Discard {
-    fn record(&mut self, record: &Record) -> io::Result<()> {
-        serde_json::to_vec(record).map(drop).map_err(io::Error::other)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 fuzz_target!(|steps: &[u8]| {
     let header = Header {

@@ -69,3 +69,17 @@ pub struct CollectorStats {
     /// What the model holds.
     pub model: crate::core::record::ModelSize,
 }
+
+/// A sink that writes nothing: `heaptrace report --html` alone, and the
+/// fuzzers. It still serialises each record as the JSON sink would, so
+/// that what it is handed is checked to be writable.
+pub struct Discard;
+
+impl Sink for Discard {
+    fn record(&mut self, record: &Record) -> io::Result<()> {
+        serde_json::to_writer(io::sink(), record).map_err(io::Error::other)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

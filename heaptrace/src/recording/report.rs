@@ -12,7 +12,7 @@ use anyhow::Context;
 use super::{reader::Reader, replay};
 use crate::{
     cli::{OutputFormat, ReportArgs},
-    output::{HtmlSink, JsonSink, Sink, Tee, TextSink},
+    output::{Discard, HtmlSink, JsonSink, Sink, Tee, TextSink},
 };
 
 /// Replays `args.file` to stdout. A file that is no recording, or one from
@@ -77,18 +77,6 @@ struct Keep(Rc<RefCell<Vec<crate::core::Record>>>);
 impl Sink for Keep {
     fn record(&mut self, record: &crate::core::Record) -> io::Result<()> {
         self.0.borrow_mut().push(record.clone());
-        Ok(())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// `--html` alone: nothing on stdout.
-struct Discard;
-
-impl Sink for Discard {
-    fn record(&mut self, _: &crate::core::Record) -> io::Result<()> {
         Ok(())
     }
     fn flush(&mut self) -> io::Result<()> {

@@ -299,7 +299,8 @@ fn the_fuzz_corpus_reads_without_a_panic() {
 #[test]
 fn the_steps_fuzz_corpus_replays_without_a_panic() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/recording_steps");
-    let header = Header { heaptrace_version: "t".into(), host: "h".into(), created: 0.0, model: model_config() };
+    let header =
+        Header { heaptrace_version: "t".into(), host: "h".into(), created: 0.0, model: model_config() };
     let mut files = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let steps = std::fs::read(entry.unwrap().path()).unwrap();
