@@ -21,7 +21,12 @@ fn main() -> ExitCode {
             if config.live_view && io::stdout().is_terminal() {
                 return run_to_end("heaptrace", async move {
                     let mut sink = heaptrace::tui::TuiSink::new();
-                    let traced = collect::run(config, &mut sink).await;
+                    let traced = match config.html.clone() {
+                        Some(path) => {
+                            collect::run(config, &mut Tee::new(&mut sink, HtmlSink::new(path))).await
+                        }
+                        None => collect::run(config, &mut sink).await,
+                    };
                     // The terminal back, then the summary on it.
                     sink.finish()?;
                     traced

@@ -231,7 +231,10 @@ fn sigterm_ends_the_view_and_restores_the_terminal() {
     let (node, _comm) = unique_node(NODE, "tt");
     let a = leaking_node(&node);
     let pid = a.0.id().to_string();
-    let tmux = Tmux::start("term", &["--pid", &pid]);
+    // With --html too: the report is written at the end, as without the view.
+    let html = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tui-{}.html", std::process::id()));
+    let _ = std::fs::remove_file(&html);
+    let tmux = Tmux::start("term", &["--pid", &pid, "--html", html.to_str().unwrap()]);
     tmux.wait_for("the process in the table", UP, |s| {
         s.lines().any(|l| l.contains(&format!(" {pid} ")) && l.contains("MiB")) && s.contains(" live ")
     });
@@ -243,6 +246,9 @@ fn sigterm_ends_the_view_and_restores_the_terminal() {
     assert!(after.contains("=== heaptrace summary"), "the summary on the normal screen:\n{after}");
     assert!(after.contains(&format!("pid {pid}")), "{after}");
     assert_eq!(tmux.stty("before"), tmux.stty("after"), "the terminal's settings are restored");
+    let page = std::fs::read_to_string(&html).expect("the HTML report written at the end");
+    let _ = std::fs::remove_file(&html);
+    assert!(page.contains(&format!("pid {pid}")) || page.contains(&pid), "the report names the process");
 }
 
 /// `heaptrace report FILE --tui`: a real recording browsed in a terminal,

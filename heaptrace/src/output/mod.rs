@@ -52,6 +52,30 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     fn tick(&mut self, stats: &CollectorStats) {
         (**self).tick(stats);
     }
+
+    fn quit_requested(&self) -> bool {
+        (**self).quit_requested()
+    }
+}
+
+/// A borrowed sink is a sink (the live view, teed with `--html`, is
+/// finished by its owner after the run).
+impl<S: Sink + ?Sized> Sink for &mut S {
+    fn record(&mut self, record: &Record) -> io::Result<()> {
+        (**self).record(record)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        (**self).flush()
+    }
+
+    fn tick(&mut self, stats: &CollectorStats) {
+        (**self).tick(stats);
+    }
+
+    fn quit_requested(&self) -> bool {
+        (**self).quit_requested()
+    }
 }
 
 /// The collector's figures about itself, running totals (kept in a

@@ -38,6 +38,11 @@ impl<A: Sink, B: Sink> Sink for Tee<A, B> {
         self.first.tick(stats);
         self.second.tick(stats);
     }
+
+    /// The live view's `q` stops tracing whatever it is teed with.
+    fn quit_requested(&self) -> bool {
+        self.first.quit_requested() || self.second.quit_requested()
+    }
 }
 
 #[cfg(test)]
