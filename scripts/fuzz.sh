@@ -23,6 +23,8 @@ for target in recording_reader recording_steps; do
   # decompressed) must hold; -max_len 1 MiB keeps runs fast.
   cargo fuzz run "$target" "corpus/$target" -- \
     -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=1048576 -print_final_stats=1
-  # Keep the corpus small: only inputs that add coverage.
+  # Keep the corpus small: only inputs that add coverage, and of those,
+  # beyond the seeds (seed-*) and past crashes (crash-*), none over 8 KiB.
   cargo fuzz cmin "$target" "corpus/$target"
+  find "corpus/$target" -type f -size +8k ! -name 'seed-*' ! -name 'crash-*' -delete
 done

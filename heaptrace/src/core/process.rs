@@ -110,7 +110,8 @@ impl ProcessState {
         let mut space = AddressSpace::new(page_size);
         for m in &info.mappings {
             let region = Region { prot: m.prot, file: m.file, shared: m.shared, origin: m.start };
-            space.map(m.start, m.end - m.start, region);
+            // Saturating: a recording from elsewhere may say anything.
+            space.map(m.start, m.end.saturating_sub(m.start), region);
         }
         let mut state = Self {
             container: None,
