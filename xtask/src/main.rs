@@ -35,7 +35,7 @@
 //! `heaptrace heap`'s snapshot pause on 10, 100 and 500 MB heaps, against
 //! node's own `--heapsnapshot-signal` snapshot, and heaptrace's own cost.
 //!
-//!   cargo xtask bench-record [--rounds 8] [--iterations 20000]
+//!   cargo xtask bench-record [--rounds 6] [--iterations 200000]
 //!
 //! The mmap storm traced without and with `--record`, alternating: the
 //! storm's time and the collector's CPU, the recording's size, and how
@@ -144,9 +144,11 @@ enum Task {
     },
     /// What --record costs on the mmap storm, its size, and replay speed.
     BenchRecord {
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 6)]
         rounds: usize,
-        #[arg(long, default_value_t = 20_000)]
+        /// Storm iterations per run: enough for the collector's CPU time
+        /// (counted in 10 ms ticks) to be read to a few per cent.
+        #[arg(long, default_value_t = 200_000)]
         iterations: u64,
         #[arg(long, default_value = "bench/results/recording.md")]
         out: std::path::PathBuf,
