@@ -1,11 +1,7 @@
 //! `heaptrace report FILE`: a recording replayed into the output a live run
 //! gives, with a warning when the recording was cut short.
 
-use std::{
-    cell::RefCell,
-    io::{self, IsTerminal},
-    rc::Rc,
-};
+use std::io::{self, IsTerminal};
 
 use anyhow::Context;
 
@@ -29,9 +25,9 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
         anyhow::bail!("--tui needs a terminal on stdout (without one, use -o text or -o json)");
     }
     let stdout = io::stdout().lock();
-    let mut browsed = Rc::new(RefCell::new(Vec::new()));
-    let mut sink: Box<dyn Sink> = match (args.output, &args.html) {
-        _ if args.tui => Box::new(Keep(browsed.clone())),
+    let mut kept = Keep::default();
+    let mut sink: Box<dyn Sink + '_> = match (args.output, &args.html) {
+        _ if args.tui => Box::new(&mut kept),
         (None, Some(_)) => Box::new(Discard),
         (None | Some(OutputFormat::Text), _) => Box::new(TextSink::new(stdout, args.events)),
         (Some(OutputFormat::Json), _) => Box::new(JsonSink::new(stdout)),
@@ -63,20 +59,20 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     if let Some(html) = &args.html {
         eprintln!("heaptrace report: wrote {}", html.display());
     }
+    drop(sink);
     if args.tui {
-        drop(sink);
-        let records = Rc::get_mut(&mut browsed).map(std::mem::take).unwrap_or_default().into_inner();
-        crate::tui::browse(records)?;
+        crate::tui::browse(kept.0)?;
     }
     Ok(())
 }
 
 /// `--tui`: the records, kept for browsing.
-struct Keep(Rc<RefCell<Vec<crate::core::Record>>>);
+#[derive(Default)]
+struct Keep(Vec<crate::core::Record>);
 
 impl Sink for Keep {
     fn record(&mut self, record: &crate::core::Record) -> io::Result<()> {
-        self.0.borrow_mut().push(record.clone());
+        self.0.push(record.clone());
         Ok(())
     }
     fn flush(&mut self) -> io::Result<()> {
