@@ -193,6 +193,49 @@ pub struct Snapshot {
     pub verdict: Verdict,
 }
 
+/// Unit tests' starting point: every figure zero, the verdict unknown; a
+/// test names only the fields it is about.
+#[cfg(test)]
+impl Snapshot {
+    pub fn blank(pid: u32, comm: &str) -> Self {
+        Snapshot {
+            ts: 0.0,
+            pid,
+            comm: comm.into(),
+            rss_bytes: 0,
+            rss_anon_bytes: 0,
+            rss_file_bytes: 0,
+            rss_shmem_bytes: 0,
+            vm_bytes: 0,
+            mapped_bytes: 0,
+            mapped_anon_bytes: 0,
+            mapped_file_bytes: 0,
+            committed_bytes: 0,
+            brk_bytes: 0,
+            calls: Default::default(),
+            rss_growth_bytes: 0,
+            rss_growth_bytes_per_s: 0.0,
+            mapped_growth_bytes: 0,
+            committed_growth_bytes: 0,
+            brk_growth_bytes: 0,
+            cgroup_id: 0,
+            container: None,
+            ns_pid: None,
+            gc_count: 0,
+            gc_pause_ns: 0,
+            marking_steps: 0,
+            marking_step_ns: 0,
+            weak_callbacks: 0,
+            weak_callback_ns: 0,
+            heap_after_last_major_bytes: None,
+            v8_heap_limit_bytes: None,
+            v8_old_generation_limit_bytes: None,
+            native_bytes: 0,
+            verdict: Verdict::unknown(""),
+        }
+    }
+}
+
 /// One V8 garbage-collection pause.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Gc {
